@@ -1,0 +1,210 @@
+"""The ``srpo`` command line.
+
+Examples::
+
+    srpo sim list                                              # tasks, families, instructions
+    srpo sim demos --suite tabletop --per-task 5 --split train --out data/demos
+    srpo sim render --task open_drawer --out open_drawer.gif   # a scripted rollout as a GIF
+    srpo sim render --episode data/demos/open_drawer/<id>.mcap --out ep.gif
+    srpo episodes list data/demos --task open_drawer --success true
+    srpo episodes verify data/demos                            # full CRC check of every file
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=120) if not sys.stdout.isatty() else Console()
+
+
+def cmd_sim_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from srpo.sim import task_env_id
+    from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
+
+    table = Table(title=f"tabletop: {len(TASKS)} tasks (initial states: {SPLIT_SIZES})")
+    for col in ("task", "family", "stages", "max steps", "instruction"):
+        table.add_column(col, overflow="fold")
+    for t in TASKS.values():
+        table.add_row(t.name, t.family, str(len(t.stages)), str(t.max_steps), t.instruction)
+    console = _console()
+    console.print(table)
+    console.print(f"gymnasium ids: srpo/Tabletop-v0 (any task) or {task_env_id('<task>')}")
+    return 0
+
+
+def _check_suite(suite: str) -> None:
+    if suite != "tabletop":
+        raise SystemExit(f"error: --suite {suite!r} is not available; this command supports: tabletop")
+
+
+def cmd_sim_demos(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from srpo.episodes.store import EpisodeStore
+    from srpo.sim.demos import generate_demos, plan_demo_jobs
+    from srpo.sim.tabletop.tasks import TASKS
+
+    _check_suite(args.suite)
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    store = EpisodeStore(args.out)
+    try:
+        jobs = plan_demo_jobs(store, tasks, args.per_task, args.split, args.image_size)
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"error: {exc.args[0]}") from exc
+    skipped = len(tasks) * args.per_task - len(jobs)
+    if skipped:
+        print(f"{skipped} episodes already in {args.out}; generating the remaining {len(jobs)}")
+    stats: dict[str, list] = defaultdict(list)
+    cols = (TextColumn("[bold]expert demos"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=_console()) as progress:
+        bar = progress.add_task("demos", total=len(jobs))
+
+        def done(result):
+            stats[result[0]].append(result[2])
+            progress.advance(bar)
+
+        generate_demos(jobs, args.out, workers=args.workers, on_done=done)
+    for task, ok in sorted(stats.items()):
+        print(f"  {task:32s} {sum(ok)}/{len(ok)} successful")
+    print(f"wrote {len(jobs)} episodes to {args.out}")
+    return 0
+
+
+def _frames_side_by_side(images: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([images[k] for k in images], axis=2)
+
+
+def cmd_sim_render(args: argparse.Namespace) -> int:
+    import imageio.v2 as imageio
+
+    if args.episode:
+        from srpo.episodes.mcap_io import CorruptEpisodeError, read_episode
+
+        try:
+            ep = read_episode(args.episode)
+        except CorruptEpisodeError as exc:
+            raise SystemExit(f"error: {exc}") from exc
+    else:
+        from srpo.sim.rollout import expert_episode
+        from srpo.sim.tabletop.env import TabletopEnv
+
+        _check_suite(args.suite)
+        try:
+            env = TabletopEnv(task=args.task, image_size=args.size)
+        except KeyError as exc:
+            raise SystemExit(f"error: {exc.args[0]}") from exc
+        ep = expert_episode(env, args.task, args.split, args.init_state, noise_std=args.noise)
+        env.close()
+    frames = _frames_side_by_side(ep.images)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(out, list(frames), duration=1000 / args.fps, loop=0)
+    m = ep.meta
+    print(f"{m.task} ({m.instruction!r}) {m.split} #{m.init_state_id}: success={m.success}, {m.length} steps -> {out}")
+    return 0
+
+
+def cmd_episodes_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from srpo.episodes.store import EpisodeStore
+
+    store = EpisodeStore(args.root)
+    records = store.list(task=args.task, split=args.split, success=args.success, source=args.source)
+    counts = Counter((r.meta.task, r.meta.source, r.meta.split, r.meta.success) for r in records)
+    table = Table(title=f"{len(records)} episodes in {args.root}")
+    for col in ("task", "source", "split", "success", "episodes"):
+        table.add_column(col)
+    for (task, source, split, success), n in sorted(counts.items()):
+        table.add_row(task, source, split, str(success), str(n))
+    _console().print(table)
+    for path, problem in store.problems:
+        print(f"DAMAGED: {problem}", file=sys.stderr)
+    return 1 if store.problems else 0
+
+
+def cmd_episodes_verify(args: argparse.Namespace) -> int:
+    from srpo.episodes.store import EpisodeStore
+
+    store = EpisodeStore(args.root)
+    bad = store.verify()
+    for _, problem in bad:
+        print(f"DAMAGED: {problem}", file=sys.stderr)
+    print(f"{len(store.files()) - len(bad)} intact, {len(bad)} damaged")
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("sim", help="the built-in tabletop simulation suite").add_subparsers(dest="sim_command", required=True)
+    p = sim.add_parser("list", help="tasks with their families and instructions")
+    p.set_defaults(func=cmd_sim_list)
+    p = sim.add_parser("demos", help="scripted-expert demonstrations into an episode store")
+    p.add_argument("--suite", default="tabletop")
+    p.add_argument("--per-task", type=int, required=True, help="episodes per task (initial states 0..N-1)")
+    p.add_argument("--split", default="train", choices=("train", "heldout"))
+    p.add_argument("--out", required=True, help="episode store folder")
+    p.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_sim_demos)
+    p = sim.add_parser("render", help="an expert rollout, or a stored episode, as an animated GIF")
+    p.add_argument("--task", default="place_red_cube_in_tray")
+    p.add_argument("--suite", default="tabletop")
+    p.add_argument("--episode", help="render this episode file instead of running the expert")
+    p.add_argument("--split", default="heldout", choices=("train", "heldout"))
+    p.add_argument("--init-state", type=int, default=0)
+    p.add_argument("--size", type=int, default=128, help="camera resolution for a new rollout")
+    p.add_argument("--noise", type=float, default=0.0, help="expert action noise std")
+    p.add_argument("--fps", type=float, default=20.0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sim_render)
+
+    p = sub.add_parser("demo", help="the end-to-end demo on the built-in suite (cached stages; re-runs resume)")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--per-task", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=lambda a: __import__("srpo.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers))
+
+    eps = sub.add_parser("episodes", help="inspect an episode store").add_subparsers(dest="episodes_command", required=True)
+    p = eps.add_parser("list", help="count episodes by task, source, split and success")
+    p.add_argument("root")
+    p.add_argument("--task")
+    p.add_argument("--split")
+    p.add_argument("--source", choices=("sim", "robot"))
+    p.add_argument("--success", type=_bool)
+    p.set_defaults(func=cmd_episodes_list)
+    p = eps.add_parser("verify", help="fully read every episode and report damaged files")
+    p.add_argument("root")
+    p.set_defaults(func=cmd_episodes_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

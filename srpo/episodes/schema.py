@@ -1,0 +1,129 @@
+"""The episode schema: one definition used by sim rollouts, the ROS 2 trajectory recorder and the trainer.
+
+An episode of length T holds T+1 observations (o_0 .. o_T, the last one is the state the final action led to) and T
+actions (a_t is executed after o_t). Policy outputs are optional: when a policy samples an action chunk at step t it
+stores the chunk (K x A, in the action space of ``actions``) and its log-probability under the acting policy.
+
+Per-episode metadata (``EpisodeMeta``) says where the episode came from: task, instruction, initial state and its
+split, source (sim or robot), policy version, seed, success and length.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+SOURCES = ("sim", "robot")
+EPISODE_SPLITS = ("train", "heldout", "none")
+
+
+class EpisodeSchemaError(ValueError):
+    """An episode whose arrays or metadata break the schema."""
+
+
+@dataclass
+class EpisodeMeta:
+    """Per-episode metadata, stored as JSON inside the episode file."""
+
+    task: str
+    instruction: str
+    source: str
+    success: bool
+    length: int
+    spec: dict[str, Any]
+    suite: str = "tabletop"
+    init_state_id: int | None = None
+    split: str = "none"
+    policy_version: str = "unknown"
+    seed: int | None = None
+    final_progress: float | None = None
+    episode_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_unix: float = field(default_factory=time.time)
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise EpisodeSchemaError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.split not in EPISODE_SPLITS:
+            raise EpisodeSchemaError(f"split must be one of {EPISODE_SPLITS}, got {self.split!r}")
+        if not self.instruction.strip():
+            raise EpisodeSchemaError("instruction is empty")
+        if self.length < 0:
+            raise EpisodeSchemaError(f"length must be >= 0, got {self.length}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EpisodeMeta":
+        known = {f.name for f in fields(cls)}
+        missing = {"task", "instruction", "source", "success", "length", "spec"} - set(d)
+        if missing:
+            raise EpisodeSchemaError(f"episode metadata lacks {sorted(missing)}")
+        if d.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise EpisodeSchemaError(f"episode schema {d['schema_version']} is newer than this srpo ({SCHEMA_VERSION})")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Episode:
+    """A whole episode in memory (see the module docstring for the step convention)."""
+
+    meta: EpisodeMeta
+    timestamps: np.ndarray  # (T+1,) float64 seconds: time of each observation
+    images: dict[str, np.ndarray]  # camera -> (T+1, H, W, 3) uint8
+    proprio: np.ndarray  # (T+1, P) float32
+    actions: np.ndarray  # (T, A) float32
+    progress: np.ndarray | None = None  # (T+1,) float32 ground-truth progress (sim only, privileged)
+    chunk_steps: np.ndarray | None = None  # (M,) int64 step index at which each chunk was sampled
+    chunks: np.ndarray | None = None  # (M, K, A) float32
+    chunk_log_probs: np.ndarray | None = None  # (M,) float32
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])
+
+    def validate(self) -> "Episode":
+        """Check every array against the schema and the metadata; raise EpisodeSchemaError naming the problem."""
+        T = self.length
+        spec = self.meta.spec
+        if self.meta.length != T:
+            raise EpisodeSchemaError(f"meta.length={self.meta.length} but there are {T} actions")
+        if self.timestamps.shape != (T + 1,):
+            raise EpisodeSchemaError(f"timestamps has shape {self.timestamps.shape}, expected ({T + 1},)")
+        if T > 0 and np.any(np.diff(self.timestamps) <= 0):
+            raise EpisodeSchemaError("timestamps must increase strictly")
+        cams = {c["name"]: c for c in spec["cameras"]}
+        if set(self.images) != set(cams):
+            raise EpisodeSchemaError(f"cameras {sorted(self.images)} != spec cameras {sorted(cams)}")
+        for name, frames in self.images.items():
+            want = (T + 1, cams[name]["height"], cams[name]["width"], 3)
+            if frames.shape != want or frames.dtype != np.uint8:
+                raise EpisodeSchemaError(f"camera {name!r}: {frames.dtype} {frames.shape}, expected uint8 {want}")
+        P, A = len(spec["proprio_names"]), len(spec["action_names"])
+        if self.proprio.shape != (T + 1, P):
+            raise EpisodeSchemaError(f"proprio has shape {self.proprio.shape}, expected ({T + 1}, {P})")
+        if self.actions.shape != (T, A):
+            raise EpisodeSchemaError(f"actions has shape {self.actions.shape}, expected ({T}, {A})")
+        if not (np.all(np.isfinite(self.actions)) and np.all(np.isfinite(self.proprio))):
+            raise EpisodeSchemaError("actions or proprio contain non-finite values")
+        if self.progress is not None and self.progress.shape != (T + 1,):
+            raise EpisodeSchemaError(f"progress has shape {self.progress.shape}, expected ({T + 1},)")
+        given = [x is not None for x in (self.chunk_steps, self.chunks, self.chunk_log_probs)]
+        if any(given) and not all(given):
+            raise EpisodeSchemaError("chunk_steps, chunks and chunk_log_probs come together or not at all")
+        if all(given):
+            M = self.chunk_steps.shape[0]
+            if self.chunks.ndim != 3 or self.chunks.shape[0] != M or self.chunks.shape[2] != A:
+                raise EpisodeSchemaError(f"chunks has shape {self.chunks.shape}, expected ({M}, K, {A})")
+            if self.chunk_log_probs.shape != (M,):
+                raise EpisodeSchemaError(f"chunk_log_probs has shape {self.chunk_log_probs.shape}, expected ({M},)")
+            if M and (self.chunk_steps.min() < 0 or self.chunk_steps.max() >= max(T, 1)):
+                raise EpisodeSchemaError("chunk_steps must index actions")
+        return self
