@@ -8,6 +8,8 @@ Examples::
     srpo sim render --episode data/demos/open_drawer/<id>.mcap --out ep.gif
     srpo episodes list data/demos --task open_drawer --success true
     srpo episodes verify data/demos                            # full CRC check of every file
+    srpo sft --data data/demos --out runs/sft5 demos_per_task=5 steps=3000
+    srpo eval --policy runs/sft5/final --suite tabletop --episodes-per-task 10 --split heldout --out runs/sft5/eval
 """
 
 from __future__ import annotations
@@ -153,6 +155,53 @@ def cmd_episodes_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    from srpo_trainer.config import ConfigError, load_config
+    from srpo_trainer.sft import SFTConfig, train_sft
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data={args.data}")
+    if args.out:
+        overrides.append(f"out={args.out}")
+    try:
+        cfg = load_config(SFTConfig, args.config, overrides)
+        final = train_sft(cfg)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"final policy: {final}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from srpo_trainer.config import ConfigError, load_config
+    from srpo_trainer.evaluate import EvalConfig, evaluate
+    from srpo_trainer.policies import CheckpointError, load_policy
+
+    overrides = list(args.overrides) + [f"suite={args.suite}", f"split={args.split}",
+                                        f"episodes_per_task={args.episodes_per_task}", f"workers={args.workers}"]
+    if args.tasks:
+        overrides.append(f"tasks=[{args.tasks}]")
+    try:
+        cfg = load_config(EvalConfig, args.config, overrides)
+        from srpo.spec import TABLETOP_SPEC
+
+        policy = load_policy(args.policy)
+        size = policy.spec.observation.cameras[0].height
+        mismatch = policy.spec.mismatch(TABLETOP_SPEC.with_image_size(size, size))
+        if mismatch:
+            raise CheckpointError(f"{args.policy} was trained for another robot spec: {mismatch}")
+        summary = evaluate(policy, cfg, args.out)
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    lo, hi = summary["ci95"]
+    print(f"{policy.version}: success {summary['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+          f"mean progress {summary['mean_progress']:.2f}, {summary['episodes']} episodes -> {args.out}/eval.json")
+    for task, r in summary["per_task"].items():
+        print(f"  {task:32s} {r['success_rate']:6.1%}  progress {r['mean_progress']:.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-task", type=int, default=5)
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=lambda a: __import__("srpo.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers))
+
+    p = sub.add_parser("sft", help="supervised fine-tuning of the VLA policy on an episode store")
+    p.add_argument("--config", help="YAML file with SFTConfig fields")
+    p.add_argument("--data", help="episode store (same as data=...)")
+    p.add_argument("--out", help="run folder (same as out=...)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. demos_per_task=5 policy.d_model=96")
+    p.set_defaults(func=cmd_sft)
+    p = sub.add_parser("eval", help="evaluate a policy checkpoint on the simulation suite")
+    p.add_argument("--policy", required=True, help="checkpoint folder (config.json + model.safetensors)")
+    p.add_argument("--suite", default="tabletop")
+    p.add_argument("--episodes-per-task", type=int, default=10)
+    p.add_argument("--split", default="heldout", choices=("train", "heldout"))
+    p.add_argument("--tasks", default="", help="comma-separated tasks (default: all)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--config", help="YAML file with EvalConfig fields")
+    p.add_argument("--out", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. execute_steps=4 temperature=1.0")
+    p.set_defaults(func=cmd_eval)
 
     eps = sub.add_parser("episodes", help="inspect an episode store").add_subparsers(dest="episodes_command", required=True)
     p = eps.add_parser("list", help="count episodes by task, source, split and success")

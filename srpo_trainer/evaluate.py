@@ -1,0 +1,217 @@
+"""Evaluation harness: parallel envs, batched policy inference, open-loop action chunks (as OpenVLA-OFT).
+
+    srpo eval --policy runs/sft5/final --suite tabletop --episodes-per-task 10 --split heldout --out runs/sft5/eval
+
+Writes ``eval.json`` (overall and per-task success with Wilson 95% intervals, mean final progress, every episode),
+``eval.png`` (per-task bar chart) and ``episodes.gif`` (the first few episodes, both cameras).
+Held-out initial states are the default; evaluation is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from srpo.sim.tabletop.env import NOOP_ACTION
+from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
+from srpo_trainer.policies.base import Observation, Policy
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation."""
+
+    suite: str = "tabletop"
+    tasks: list[str] | None = None
+    """Tasks to evaluate (default: all of the suite)."""
+    episodes_per_task: int = 10
+    """Initial states 0..N-1 of the split, one episode each."""
+    split: str = "heldout"
+    workers: int = 2
+    execute_steps: int = 8
+    """Actions executed from each predicted chunk before predicting again (<= chunk size)."""
+    temperature: float | None = None
+    """None: act with the chunk mean (deterministic); else sample at this temperature."""
+    seed: int = 0
+    gifs: int = 4
+    """Episodes recorded into episodes.gif."""
+
+    def __post_init__(self) -> None:
+        if self.suite != "tabletop":
+            raise ValueError(f"suite {self.suite!r} is not available for evaluation; supported: tabletop")
+        if self.split not in SPLIT_SIZES:
+            raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {self.split!r}")
+        if not 1 <= self.episodes_per_task <= SPLIT_SIZES[self.split]:
+            raise ValueError(f"episodes_per_task must be in 1..{SPLIT_SIZES[self.split]} for {self.split}")
+        for t in self.tasks or []:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r}; available: {sorted(TASKS)}")
+        if self.workers < 1 or self.execute_steps < 1:
+            raise ValueError("workers and execute_steps must be >= 1")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (well-behaved at 0% and 100%, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(episodes: list[dict]) -> dict:
+    by_task = defaultdict(list)
+    for e in episodes:
+        by_task[e["task"]].append(e)
+    per_task = {}
+    for task, eps in sorted(by_task.items()):
+        k, n = sum(e["success"] for e in eps), len(eps)
+        lo, hi = wilson_interval(k, n)
+        per_task[task] = {"success_rate": k / n, "ci95": [lo, hi], "episodes": n,
+                          "mean_progress": float(np.mean([e["progress"] for e in eps])),
+                          "mean_length": float(np.mean([e["length"] for e in eps]))}
+    k, n = sum(e["success"] for e in episodes), len(episodes)
+    lo, hi = wilson_interval(k, n)
+    return {"success_rate": float(np.mean([v["success_rate"] for v in per_task.values()])), "ci95": [lo, hi],
+            "episodes": n, "mean_progress": float(np.mean([e["progress"] for e in episodes])), "per_task": per_task}
+
+
+def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
+                        temperature: float | None, seed: int, record: int = 0,
+                        on_episode: Callable[[dict], None] | None = None) -> tuple[list[dict], list[np.ndarray]]:
+    """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference."""
+    from srpo.sim.vector import make_vector_env
+
+    cams = [c.name for c in policy.spec.observation.cameras]
+    size = policy.spec.observation.cameras[0].height
+    steps = min(execute_steps, policy.chunk_size)
+    gen = torch.Generator().manual_seed(seed)
+    n_env = min(workers, len(jobs))
+    venv = make_vector_env(n_env, image_size=size)
+    pending = list(enumerate(jobs))
+    current: list[tuple[int, tuple[str, int]] | None] = [None] * n_env
+    queues: list[list[np.ndarray]] = [[] for _ in range(n_env)]
+    instructions = [""] * n_env
+    lengths = [0] * n_env
+    frames: dict[int, list[np.ndarray]] = {}
+    obs_now: dict[str, np.ndarray] = {}
+    results: dict[int, dict] = {}
+
+    def assign(slots: list[int]) -> None:
+        per_env: list[dict | None] = [None] * n_env
+        for i in slots:
+            if pending:
+                current[i] = pending.pop(0)
+                task, init = current[i][1]
+                per_env[i] = {"task": task, "split": split, "init_state_id": init}
+                queues[i], lengths[i] = [], 0
+            else:
+                current[i] = None
+        if any(o is not None for o in per_env):
+            obs, info = venv.reset_envs(per_env)
+            for i, o in enumerate(per_env):
+                if o is None:
+                    continue
+                for k in obs:
+                    obs_now.setdefault(k, np.zeros_like(obs[k]))[i] = obs[k][i]
+                instructions[i] = info["instruction"][i]
+                if current[i][0] < record:
+                    frames[current[i][0]] = [np.concatenate([obs[c][i] for c in cams], axis=1)]
+
+    try:
+        assign(list(range(n_env)))
+        policy.eval()
+        while any(c is not None for c in current):
+            need = [i for i, c in enumerate(current) if c is not None and not queues[i]]
+            if need:
+                batch = Observation({c: obs_now[c][need] for c in cams}, obs_now["proprio"][need],
+                                    [instructions[i] for i in need])
+                with torch.no_grad():
+                    if temperature is None:
+                        chunks = policy.predict_action_chunk(batch)
+                    else:
+                        chunks = policy.sample(batch, temperature, gen).chunks.numpy()
+                for j, i in enumerate(need):
+                    queues[i] = list(np.clip(chunks[j][:steps], -1.0, 1.0))
+            actions = np.stack([queues[i].pop(0) if current[i] is not None else NOOP_ACTION for i in range(n_env)])
+            obs, _, term, trunc, info = venv.step(actions.astype(np.float32))
+            finished = []
+            for i, c in enumerate(current):
+                if c is None:
+                    continue
+                for k in obs:
+                    obs_now[k][i] = obs[k][i]
+                lengths[i] += 1
+                if c[0] in frames:
+                    frames[c[0]].append(np.concatenate([obs[cam][i] for cam in cams], axis=1))
+                if term[i] or trunc[i]:
+                    results[c[0]] = {"task": c[1][0], "init_state_id": c[1][1], "success": bool(info["success"][i]),
+                                     "progress": float(info["progress"][i]), "length": lengths[i]}
+                    if on_episode:
+                        on_episode(results[c[0]])
+                    finished.append(i)
+            if finished:
+                assign(finished)
+    finally:
+        venv.close()
+    ordered = [results[k] for k in sorted(results)]
+    return ordered, [np.stack(frames[k]) for k in sorted(frames)]
+
+
+def _plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(summary["per_task"])
+    rates = [100 * summary["per_task"][t]["success_rate"] for t in tasks]
+    lo = [100 * summary["per_task"][t]["ci95"][0] for t in tasks]
+    hi = [100 * summary["per_task"][t]["ci95"][1] for t in tasks]
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(tasks) + 2), 3.6))
+    ax.bar(range(len(tasks)), rates, yerr=[np.subtract(rates, lo), np.subtract(hi, rates)], capsize=3, color="tab:blue")
+    ax.axhline(100 * summary["success_rate"], color="k", ls="--", lw=0.8, label=f"mean {100 * summary['success_rate']:.1f}%")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=40, ha="right", fontsize=7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success (%), 95% CI")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, progress: bool = True) -> dict:
+    """Evaluate ``policy``; with ``out`` write eval.json, eval.png and episodes.gif there. Returns the summary."""
+    from tqdm import tqdm
+
+    tasks = cfg.tasks or list(TASKS)
+    jobs = [(t, i) for t in tasks for i in range(cfg.episodes_per_task)]
+    bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
+    start = time.perf_counter()
+    episodes, clips = run_policy_episodes(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps, cfg.temperature,
+                                          cfg.seed, record=cfg.gifs if out else 0, on_episode=lambda e: bar.update())
+    bar.close()
+    summary = summarise(episodes)
+    summary.update({"policy_version": policy.version, "config": asdict(cfg), "wall_s": time.perf_counter() - start,
+                    "episodes_detail": episodes})
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(summary, indent=2))
+        _plot(summary, out / "eval.png", f"{policy.version} on {cfg.split} ({cfg.episodes_per_task} ep/task)")
+        if clips:
+            import imageio.v2 as imageio
+
+            imageio.mimsave(out / "episodes.gif", list(np.concatenate(clips)), duration=50, loop=0)
+    return summary

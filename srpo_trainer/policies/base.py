@@ -1,0 +1,78 @@
+"""The policy interface that the trainer, the evaluator, the exporter and the ROS policy node talk to.
+
+A policy maps a batch of raw observations (uint8 images, proprioception, instruction strings) to an *action chunk*
+of K future actions in the env's action units. It is stochastic for RL: ``sample`` draws a chunk and returns its
+exact log-probability, and ``log_prob`` scores a given chunk. Larger VLAs (OpenVLA-OFT, SmolVLA, pi0) plug in by
+implementing these methods; nothing downstream looks inside.
+
+Log-probabilities are densities of the chunk in the policy's *normalised* action space. They differ from densities
+in env units by a constant (the normaliser's Jacobian), which cancels in every PPO ratio.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from srpo.spec import RobotSpec
+
+
+@dataclass
+class Observation:
+    """A batch of raw observations: images[cam] (B, H, W, 3) uint8, proprio (B, P), one instruction per item."""
+
+    images: dict[str, np.ndarray]
+    proprio: np.ndarray
+    instructions: list[str]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.instructions)
+
+    @classmethod
+    def from_env(cls, obs: dict[str, np.ndarray], instructions: list[str] | str, cameras: list[str]) -> "Observation":
+        """From a (vectorised or single) env observation dict."""
+        single = np.asarray(obs["proprio"]).ndim == 1
+        images = {c: (obs[c][None] if single else obs[c]) for c in cameras}
+        proprio = obs["proprio"][None] if single else obs["proprio"]
+        if isinstance(instructions, str):
+            instructions = [instructions] * len(proprio)
+        return cls(images, np.asarray(proprio, dtype=np.float32), list(instructions))
+
+
+@dataclass
+class PolicyOutput:
+    """Sampled chunks in env action units (B, K, A), unclipped, and their log-probabilities (B,)."""
+
+    chunks: torch.Tensor
+    log_probs: torch.Tensor
+
+
+class Policy(nn.Module, ABC):
+    """Abstract VLA policy. Subclasses also provide ``save_pretrained`` / ``from_pretrained``."""
+
+    spec: RobotSpec
+    chunk_size: int
+    version: str
+
+    @abstractmethod
+    def sample(self, obs: Observation, temperature: float = 1.0, generator: torch.Generator | None = None) -> PolicyOutput:
+        """Draw one chunk per batch item; ``temperature`` scales the spread (1.0 = the learned distribution)."""
+
+    @abstractmethod
+    def log_prob(self, obs: Observation, chunks: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Exact log-probability (B,) of ``chunks`` (B, K, A, env units) under the policy at ``temperature``."""
+
+    @abstractmethod
+    def predict_action_chunk(self, obs: Observation) -> np.ndarray:
+        """The deterministic (mode) chunk (B, K, A) in env units, clipped to the action bounds."""
+
+    def reset(self) -> None:
+        """Clear per-episode state (the built-in policy has none)."""
+
+    @abstractmethod
+    def save_pretrained(self, directory) -> None: ...

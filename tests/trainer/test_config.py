@@ -1,0 +1,36 @@
+"""Typed YAML configuration with command-line overrides."""
+
+import pytest
+
+from srpo_trainer.config import ConfigError, load_config
+from srpo_trainer.sft import SFTConfig
+
+
+def test_yaml_plus_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 10\npolicy:\n  d_model: 64\n  n_heads: 2\n")
+    cfg = load_config(SFTConfig, f, ["demos_per_task=2", "policy.n_layers=1", "tasks=[open_drawer, press_button]"])
+    assert cfg.steps == 10 and cfg.demos_per_task == 2
+    assert cfg.policy.d_model == 64 and cfg.policy.n_layers == 1 and cfg.policy.n_heads == 2
+    assert cfg.tasks == ["open_drawer", "press_button"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("stepz=3", "unknown field"),
+        ("steps=many", "expected an integer"),
+        ("steps=0", "steps must be >= 1"),
+        ("policy.d_model=130", "divisible"),
+        ("policy.nope=1", "unknown field"),
+        ("steps", "key=value"),
+    ],
+)
+def test_bad_values_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(SFTConfig, None, [override])
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(SFTConfig, tmp_path / "missing.yaml")
