@@ -177,7 +177,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
                          "perf/steps_per_s": (done - start) / (time.perf_counter() - t0)})
             for k, v in info.items():
                 writer.add_scalar(k, v, done)
-            bar.set_postfix(loss=f"{float(loss):.3f}", l1=f"{info['loss/l1']:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", l1=f"{info['loss/l1']:.3f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             _save_checkpoint(run, done, policy, optimizer, scheduler, rng)
     writer.close()

@@ -1,10 +1,11 @@
 """TinyVLA: the built-in vision-language-action policy, sized for CPUs.
 
-Two RGB cameras go through a shared small CNN (16x16-pixel patches become tokens), the instruction through byte
-embeddings and a small text transformer pooled into one instruction token, proprioception through a linear layer;
-a transformer trunk mixes them with K learned action queries,
-whose outputs are the mean of a Gaussian over the normalised action chunk (K x 7). The log-std is a learned
-state-independent parameter per chunk element, so ``log_prob`` is exact and cheap.
+The instruction goes through byte embeddings and a small text transformer, pooled into one vector. Each RGB camera
+goes through a shared CNN with coordinate channels whose stages are FiLM-modulated by that vector (so the instruction
+selects which object the features track); it yields one token per 16x16-pixel patch plus one token of spatial-softmax
+keypoint coordinates. A transformer trunk mixes the instruction, image and proprioception tokens with K learned
+action queries, whose outputs are the mean of a Gaussian over the normalised action chunk (K x 7). The log-std is a
+learned state-independent parameter per chunk element, so ``log_prob`` is exact and cheap.
 
 >>> cfg = TinyVLAConfig()                                    # doctest: +SKIP
 >>> policy = TinyVLAPolicy(cfg, TABLETOP_SPEC, stats)       # doctest: +SKIP
