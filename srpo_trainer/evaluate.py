@@ -142,7 +142,7 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
                     else:
                         chunks = policy.sample(batch, temperature, gen).chunks.numpy()
                 for j, i in enumerate(need):
-                    queues[i] = list(np.clip(chunks[j][:steps], -1.0, 1.0))
+                    queues[i] = list(np.clip(chunks[j][:steps], policy.spec.action.low, policy.spec.action.high))
             actions = np.stack([queues[i].pop(0) if current[i] is not None else NOOP_ACTION for i in range(n_env)])
             obs, _, term, trunc, info = venv.step(actions.astype(np.float32))
             finished = []

@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from srpo.episodes.schema import Episode, EpisodeMeta
+from srpo.spec import validate_action
 from srpo.sim.tabletop.env import TabletopEnv
 from srpo.sim.tabletop.experts import make_expert
 from srpo.sim.tabletop.tasks import get_task
@@ -32,7 +33,7 @@ def run_episode(
     while len(actions) < limit:
         action = np.asarray(controller(obs, env), dtype=np.float32)
         obs, _, terminated, truncated, info = env.step(action)
-        actions.append(np.clip(action, -1.0, 1.0))
+        actions.append(validate_action(action, env.spec_contract.action).action)  # what the env actually applied
         for c in cams:
             frames[c].append(obs[c])
         proprio.append(obs["proprio"])

@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 import srpo_trainer.sft as sft_mod
+from srpo.spec import RobotSpec
 from srpo_trainer.datasets import ChunkDataset, random_shift, select_episodes
 from srpo_trainer.evaluate import EvalConfig, evaluate
 from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
@@ -22,7 +23,7 @@ def _cfg(store, out, **kw):
 
 def test_chunks_are_padded_and_masked_at_episode_ends(demo_store):
     eps = select_episodes(demo_store, ["press_button"], 1)
-    ds = ChunkDataset(eps, eps[0].meta.spec and __import__("srpo.spec").spec.RobotSpec.from_dict(eps[0].meta.spec), 8)
+    ds = ChunkDataset(eps, RobotSpec.from_dict(eps[0].meta.spec), 8)
     T = eps[0].length
     assert len(ds) == T
     last = ds.batch(np.array([T - 1]))
