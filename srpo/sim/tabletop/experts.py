@@ -395,22 +395,20 @@ class PlaceExpert(ScriptedExpert):
                 self.advance()
             return self.servo(sim, wp, CLOSE)
         offset = obj[:2] - sim.grip_pos()[:2]  # the object may sit off-centre between the fingers
-        half = scene.CYL_HALF_HEIGHT if "cylinder" in t.obj else scene.CUBE_HALF
-        support = scene.TRAY_FLOOR if t.target == "tray" else sim.object_pos(t.target)[2] + scene.CUBE_HALF
-        drop = (obj[2] - half) - (support + 0.006)  # how far the object's bottom is above its release height
-        release_z = sim.grip_pos()[2] - drop
-        if self.phase == 4:  # carry towards the target, descending along a funnel
-            # The carry height shrinks with the horizontal distance left, so the demos' vertical motion is a smooth
-            # function of where the object is. A carry-then-descend switch at the target makes the hover-vs-descend
-            # choice depend on millimetres a 64-px policy cannot see, and imitation then hovers forever.
-            dist = float(np.linalg.norm(target - offset - sim.grip_pos()[:2]))
-            wp = np.array([*(target - offset), min(self.CARRY_Z, release_z + 0.02 + 1.2 * dist)])
+        if self.phase == 4:  # carry above the target
+            wp = np.array([*(target - offset), self.CARRY_Z])
+            # Start lowering as soon as the object is roughly above the target (phase 5 keeps centring it on the way
+            # down). A tight threshold here makes demos hover while they align to the millimetre, a wait a learned
+            # policy cannot see in its images and so imitates as hovering forever.
             tol = 0.012 if t.target == "tray" else 0.006
-            if dist < tol:
+            if np.linalg.norm(wp[:2] - sim.grip_pos()[:2]) < tol:
                 self.advance()
             return self.servo(sim, wp, CLOSE, speed=0.8)
-        if self.phase == 5:  # finish lowering until the object's bottom is just above its support
-            wp = np.array([*(target - offset), release_z])
+        if self.phase == 5:  # lower until the object's bottom is just above its support
+            half = scene.CYL_HALF_HEIGHT if "cylinder" in t.obj else scene.CUBE_HALF
+            support = scene.TRAY_FLOOR if t.target == "tray" else sim.object_pos(t.target)[2] + scene.CUBE_HALF
+            drop = (obj[2] - half) - (support + 0.006)
+            wp = np.array([*(target - offset), sim.grip_pos()[2] - drop])
             if abs(drop) < 0.004:
                 self.advance()
             return self.servo(sim, wp, CLOSE, speed=0.5)
