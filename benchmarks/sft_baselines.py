@@ -1,7 +1,11 @@
 """SFT baselines: train the built-in VLA on 1, 2, 5, 10 and 50 expert demos per task, evaluate on held-out states.
 
-    python benchmarks/sft_baselines.py --out benchmarks/results                 # full run (~45 min on 2 cores)
+    python benchmarks/sft_baselines.py --out benchmarks/results                 # full run (~60 min on 2 cores)
     python benchmarks/sft_baselines.py --demos 1,5 --steps 300 --episodes-per-task 4 --out /tmp/sft_quick
+    python benchmarks/sft_baselines.py --dart-noise 0 ...                       # unperturbed demos instead
+
+The demos are perturbed expert demonstrations (DART, ``--dart-noise`` on the motion dimensions, see
+``srpo/sim/tabletop/experts.py``): the first N successful ones per task on the train initial states.
 
 Writes ``sft_baselines.json`` and ``sft_baselines.png``. The **weak start** for RL is the fewest demos per task whose
 mean held-out success lies in [20%, 60%] with every task above 0%: RL needs some successes per group to learn from.
@@ -61,13 +65,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--episodes-per-task", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dart-noise", type=float, default=0.3, help="expert motion noise std of the demos (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="outputs/bench_sft", help="cache folder for demos, runs and evaluations")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
 
     from srpo.episodes.store import EpisodeStore
-    from srpo.sim.demos import generate_demos, plan_demo_jobs
+    from srpo.sim.demos import generate_successful_demos
     from srpo.sim.tabletop.tasks import TASKS
     from srpo_trainer.evaluate import EvalConfig, evaluate
     from srpo_trainer.policies.tiny_vla import TinyVLAPolicy
@@ -75,14 +80,14 @@ def main() -> int:
 
     demo_counts = sorted(int(x) for x in args.demos.split(","))
     work = Path(args.work)
-    store = EpisodeStore(work / "demos")
-    jobs = plan_demo_jobs(store, list(TASKS), max(demo_counts), "train", 64)
-    if jobs:
-        print(f"generating {len(jobs)} expert demos")
-        generate_demos(jobs, store.root, workers=args.workers)
+    tag = f"dart{args.dart_noise:g}" if args.dart_noise > 0 else "clean"
+    store = EpisodeStore(work / f"demos_{tag}")
+    t0 = time.perf_counter()
+    generate_successful_demos(store, list(TASKS), max(demo_counts), "train", 64, args.dart_noise, args.workers)
+    print(f"demos ready in {store.root} ({time.perf_counter() - t0:.0f} s)")
     rows = []
     for n in demo_counts:
-        run = work / f"sft_{n}demos_{args.steps}steps_seed{args.seed}"
+        run = work / f"sft_{tag}_{n}demos_{args.steps}steps_seed{args.seed}"
         t0 = time.perf_counter()
         final = train_sft(SFTConfig(data=str(store.root), out=str(run), demos_per_task=n, steps=args.steps,
                                     seed=args.seed))
@@ -111,7 +116,8 @@ def main() -> int:
     print("weak start:", f"{weak['demos_per_task']} demos/task at {weak['success_rate']:.1%}" if weak else "none in range")
     out = Path(args.out)
     write_json(out / "sft_baselines.json", {
-        "machine": machine(), "steps": args.steps, "episodes_per_task": args.episodes_per_task, "split": "heldout",
+        "machine": machine(), "steps": args.steps, "demos": tag, "batch_size": 64,
+        "episodes_per_task": args.episodes_per_task, "split": "heldout",
         "rows": rows, "inference_latency": latency, "weak_start_demos_per_task": weak["demos_per_task"] if weak else None,
         "target_50_demos_ge_80": next((r["success_rate"] >= 0.8 for r in rows if r["demos_per_task"] == 50), None),
     })
@@ -132,7 +138,7 @@ def main() -> int:
     ax.set_xlabel("expert demonstrations per task")
     ax.set_ylabel("held-out success (%)")
     ax.set_ylim(0, 102)
-    ax.set_title(f"TinyVLA SFT on tabletop ({args.steps} steps; grey: individual tasks)", fontsize=9)
+    ax.set_title(f"TinyVLA SFT on tabletop ({tag} demos, {args.steps} steps; grey: tasks)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out / "sft_baselines.png", dpi=120)

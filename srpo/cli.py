@@ -10,6 +10,9 @@ Examples::
     srpo episodes verify data/demos                            # full CRC check of every file
     srpo sft --data data/demos --out runs/sft5 demos_per_task=5 steps=3000
     srpo eval --policy runs/sft5/final --suite tabletop --episodes-per-task 10 --split heldout --out runs/sft5/eval
+    srpo sim attempts --per-task 20 --split heldout --out data/attempts   # noisy, stopped-early expert attempts
+    srpo worldmodel train --data data/demos,data/attempts_train --out runs/wm
+    srpo reward fidelity --data data/attempts --encoder builtin,pixels --encoder-path runs/wm/final --out runs/fid
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def cmd_sim_demos(args: argparse.Namespace) -> int:
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     store = EpisodeStore(args.out)
     try:
-        jobs = plan_demo_jobs(store, tasks, args.per_task, args.split, args.image_size)
+        jobs = plan_demo_jobs(store, tasks, args.per_task, args.split, args.image_size, args.dart_noise)
     except (KeyError, ValueError) as exc:
         raise SystemExit(f"error: {exc.args[0]}") from exc
     skipped = len(tasks) * args.per_task - len(jobs)
@@ -88,6 +91,87 @@ def cmd_sim_demos(args: argparse.Namespace) -> int:
     for task, ok in sorted(stats.items()):
         print(f"  {task:32s} {sum(ok)}/{len(ok)} successful")
     print(f"wrote {len(jobs)} episodes to {args.out}")
+    return 0
+
+
+def cmd_sim_attempts(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from srpo.episodes.store import EpisodeStore
+    from srpo.sim.demos import generate_demos, plan_attempt_jobs
+    from srpo.sim.tabletop.tasks import TASKS
+
+    _check_suite(args.suite)
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    store = EpisodeStore(args.out)
+    if store.list():
+        raise SystemExit(f"error: {args.out} already holds episodes; attempts go to a new folder")
+    try:
+        jobs = plan_attempt_jobs(tasks, args.per_task, args.split, args.image_size, seed=args.seed)
+    except (KeyError, ValueError) as exc:
+        raise SystemExit(f"error: {exc.args[0]}") from exc
+    stats: dict[str, list] = defaultdict(list)
+    cols = (TextColumn("[bold]expert attempts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=_console()) as progress:
+        bar = progress.add_task("attempts", total=len(jobs))
+
+        def done(result):
+            stats[result[0]].append(result[2])
+            progress.advance(bar)
+
+        generate_demos(jobs, args.out, workers=args.workers, on_done=done)
+    for task, ok in sorted(stats.items()):
+        print(f"  {task:32s} {sum(ok)}/{len(ok)} successful")
+    print(f"wrote {len(jobs)} episodes to {args.out}")
+    return 0
+
+
+def cmd_worldmodel_train(args: argparse.Namespace) -> int:
+    from srpo_trainer.config import ConfigError, load_config
+    from srpo_trainer.world_model import WorldModelTrainConfig, train_world_model
+
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data={args.data}")
+    if args.out:
+        overrides.append(f"out={args.out}")
+    try:
+        cfg = load_config(WorldModelTrainConfig, args.config, overrides)
+        final = train_world_model(cfg)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"world model: {final}")
+    return 0
+
+
+def cmd_reward_fidelity(args: argparse.Namespace) -> int:
+    from srpo.episodes.store import EpisodeStore
+    from srpo_trainer.config import ConfigError, load_config
+    from srpo_trainer.encoders import EncoderError, load_encoder
+    from srpo_trainer.reward_fidelity import FidelityConfig, load_task_videos, reward_fidelity, write_fidelity
+
+    overrides = list(args.overrides) + [f"data={args.data}"]
+    if args.split:
+        overrides.append(f"split={args.split}")
+    try:
+        cfg = load_config(FidelityConfig, args.config, overrides)
+        encoders = [load_encoder(name.strip(), args.encoder_path if name.strip() in ("builtin", "vjepa2", "image")
+                                 else None) for name in args.encoder.split(",")]
+        videos = load_task_videos(EpisodeStore(cfg.data), cfg)
+        results = [reward_fidelity(enc, videos, cfg) for enc in encoders]
+    except (ConfigError, EncoderError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    write_fidelity(results, args.out)
+    for res in results:
+        rho = res["spearman_overall"]
+        print(f"{res['encoder']:8s} Spearman rho (all failures) = {rho if rho is None else round(rho, 3)}, "
+              f"mean over tasks = {res['spearman_task_mean'] if res['spearman_task_mean'] is None else round(res['spearman_task_mean'], 3)}, "
+              f"{res['failures']} failures, {res['trajectories_per_s']:.0f} trajectories/s")
+        for task, r in res["per_task"].items():
+            rho_t = "  n/a" if r["spearman"] is None else f"{r['spearman']:5.2f}"
+            print(f"    {task:32s} rho {rho_t}  ({r['failures']} failures, {r['successes']} successes, "
+                  f"{r['clusters']} clusters{', fallback ' + r['fallback'] if r['fallback'] else ''})")
+    print(f"-> {args.out}/fidelity.json, fidelity.png")
     return 0
 
 
@@ -216,8 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="episode store folder")
     p.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--dart-noise", type=float, default=0.0,
+                   help="perturb the expert's motion with this noise std (DART-style demos that show recoveries)")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_sim_demos)
+    p = sim.add_parser("attempts", help="imperfect expert attempts (noise, early stops) for reward-fidelity studies")
+    p.add_argument("--suite", default="tabletop")
+    p.add_argument("--per-task", type=int, required=True, help="initial states per task (each gets 9 episodes)")
+    p.add_argument("--split", default="heldout", choices=("train", "heldout"))
+    p.add_argument("--out", required=True, help="a new episode store folder")
+    p.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sim_attempts)
     p = sim.add_parser("render", help="an expert rollout, or a stored episode, as an animated GIF")
     p.add_argument("--task", default="place_red_cube_in_tray")
     p.add_argument("--suite", default="tabletop")
@@ -253,6 +349,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. execute_steps=4 temperature=1.0")
     p.set_defaults(func=cmd_eval)
+
+    wm = sub.add_parser("worldmodel", help="the built-in latent world model").add_subparsers(dest="wm_command", required=True)
+    p = wm.add_parser("train", help="train the world model on episodes (frames and actions; no labels)")
+    p.add_argument("--config", help="YAML file with WorldModelTrainConfig fields")
+    p.add_argument("--data", help="episode store(s), comma-separated (same as data=...)")
+    p.add_argument("--out", help="run folder (same as out=...)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=2000 model.latent_dim=32")
+    p.set_defaults(func=cmd_worldmodel_train)
+
+    rw = sub.add_parser("reward", help="the progress reward").add_subparsers(dest="reward_command", required=True)
+    p = rw.add_parser("fidelity", help="Spearman correlation of the progress reward with ground-truth progress")
+    p.add_argument("--data", required=True, help="episode store with successes and failures (srpo sim attempts)")
+    p.add_argument("--encoder", default="builtin", help="comma-separated: builtin, vjepa2, image, pixels, random")
+    p.add_argument("--encoder-path", help="world-model folder (builtin) or Hugging Face model dir (vjepa2, image)")
+    p.add_argument("--split", help="initial-state split of the episodes to score (default heldout)")
+    p.add_argument("--config", help="YAML file with FidelityConfig fields (reward constants under reward:)")
+    p.add_argument("--out", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. reward.dbscan_eps=1.0")
+    p.set_defaults(func=cmd_reward_fidelity)
 
     eps = sub.add_parser("episodes", help="inspect an episode store").add_subparsers(dest="episodes_command", required=True)
     p = eps.add_parser("list", help="count episodes by task, source, split and success")

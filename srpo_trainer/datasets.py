@@ -1,6 +1,9 @@
 """Behaviour-cloning samples from an episode store: (observation at step t, the next K actions).
 
-Chunks that run past the end of an episode are padded with the last action and masked out of the loss.
+Chunks that run past the end of an episode are padded with its last action. After a *successful* ending the padding
+counts in the loss (as Diffusion Policy pads): the task ended because the final action worked (a release, a last
+push), so "keep doing that" is the right label, and the decisive last action is then learnt from K samples instead of
+one. After a failed or truncated ending the padding is masked out (nothing says what should have come next).
 Everything lives in memory as uint8 / float32 arrays (50 demos x 10 tasks at 64 px is well under 1 GB).
 """
 
@@ -54,7 +57,7 @@ def select_episodes(
 class ChunkBatch:
     obs: Observation
     chunks: torch.Tensor  # (B, K, A) env units
-    mask: torch.Tensor  # (B, K) 1 where the action exists
+    mask: torch.Tensor  # (B, K) 1 where the action counts in the loss
 
 
 class ChunkDataset:
@@ -78,7 +81,7 @@ class ChunkDataset:
             if T == 0:
                 continue
             idx = np.arange(T)[:, None] + np.arange(chunk_size)[None, :]
-            masks.append((idx < T).astype(np.float32))
+            masks.append(np.ones((T, chunk_size), np.float32) if ep.meta.success else (idx < T).astype(np.float32))
             chunks.append(ep.actions[np.minimum(idx, T - 1)])
             for c in self.cameras:
                 images[c].append(ep.images[c][:T])

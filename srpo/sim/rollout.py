@@ -73,12 +73,19 @@ def expert_episode(
     noise_std: float = 0.0,
     seed: int = 0,
     max_steps: int | None = None,
+    motion_noise_only: bool = False,
 ) -> Episode:
-    """One scripted-expert episode (``noise_std`` > 0 and ``max_steps`` give imperfect, partial attempts)."""
-    expert = make_expert(get_task(task), noise_std=noise_std, seed=seed)
+    """One scripted-expert episode (``noise_std`` > 0 and ``max_steps`` give imperfect, partial attempts).
+
+    ``motion_noise_only``: perturb only translation and yaw (DART-style demonstrations, see ``experts.py``).
+    """
+    from srpo.sim.tabletop.experts import MOTION_DIMS
+
+    expert = make_expert(get_task(task), noise_std=noise_std, seed=seed,
+                         noise_dims=MOTION_DIMS if motion_noise_only else None)
 
     def controller(obs: dict, e: TabletopEnv) -> np.ndarray:
         return expert.act(e.sim)
 
-    version = "scripted_expert" if noise_std == 0 else f"scripted_expert_noise{noise_std:g}"
+    version = "scripted_expert" if noise_std == 0 else f"scripted_expert_{'dart' if motion_noise_only else 'noise'}{noise_std:g}"
     return run_episode(env, controller, {"task": task, "split": split, "init_state_id": init_state_id}, version, seed, max_steps)

@@ -21,16 +21,22 @@ def _cfg(store, out, **kw):
     return SFTConfig(**base)
 
 
-def test_chunks_are_padded_and_masked_at_episode_ends(demo_store):
+def test_chunks_past_the_end_repeat_the_last_action_and_count_only_after_a_success(demo_store):
     eps = select_episodes(demo_store, ["press_button"], 1)
-    ds = ChunkDataset(eps, RobotSpec.from_dict(eps[0].meta.spec), 8)
-    T = eps[0].length
+    assert eps[0].meta.success
+    spec, T = RobotSpec.from_dict(eps[0].meta.spec), eps[0].length
+    ds = ChunkDataset(eps, spec, 8)
     assert len(ds) == T
     last = ds.batch(np.array([T - 1]))
-    assert last.mask[0].tolist() == [1] + [0] * 7
-    assert torch.equal(last.chunks[0, 1], torch.from_numpy(eps[0].actions[-1]))
+    assert last.mask[0].tolist() == [1] * 8  # the successful final action is the label for what comes after
+    assert all(torch.equal(last.chunks[0, k], torch.from_numpy(eps[0].actions[-1])) for k in range(8))
     first = ds.batch(np.array([0]))
     assert torch.equal(first.chunks[0], torch.from_numpy(eps[0].actions[:8]))
+
+    eps[0].meta.success = False  # a failed or truncated ending says nothing about what should follow
+    failed = ChunkDataset(eps, spec, 8).batch(np.array([T - 3, T - 1]))
+    assert failed.mask[0].tolist() == [1, 1, 1] + [0] * 5
+    assert failed.mask[1].tolist() == [1] + [0] * 7
 
 
 def test_episode_selection_errors(demo_store):

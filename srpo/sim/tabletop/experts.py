@@ -2,6 +2,12 @@
 
 They produce the demonstrations for supervised fine-tuning and, with ``noise_std`` and early stops, the varied
 failed attempts that the reward-fidelity benchmark scores. Each ``act`` returns a 7-D action in [-1, 1].
+
+Perturbed demonstrations (DART, Laskey et al. 2017): with ``noise_dims=MOTION_DIMS`` the noise perturbs only the
+hand's motion (translation and yaw), never the gripper or the tilt (which the experts do not servo). The expert closes
+the loop on the true state, so its next actions correct the drift: the demos then visit, and label, the states a
+learned policy drifts into. The executed (noisy) action is what the episode records; under an L1 loss zero-mean label
+noise leaves the learned conditional median at the expert's action.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from srpo.sim.tabletop.tasks import (
 )
 
 OPEN, CLOSE = -1.0, 1.0
+MOTION_DIMS = (0, 1, 2, 5)  # x, y, z, yaw
 TRAVEL_Z = 0.11  # grip height for moving above objects (fingertips clear everything on the table)
 
 
@@ -80,9 +87,11 @@ def _finger_points(center: np.ndarray, yaw: float, spread: float) -> np.ndarray:
 class ScriptedExpert:
     """Base expert: a phase counter plus a Cartesian servo toward a waypoint."""
 
-    def __init__(self, task: Task, noise_std: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, task: Task, noise_std: float = 0.0, seed: int = 0,
+                 noise_dims: tuple[int, ...] | None = None) -> None:
         self.task = task
         self.noise_std = noise_std
+        self.noise_dims = noise_dims  # None: every action dimension
         self.rng = np.random.default_rng(seed)
         self.reset()
 
@@ -107,7 +116,10 @@ class ScriptedExpert:
         action = self._act(sim)
         self.timer += 1
         if self.noise_std > 0:
-            action = action + self.rng.normal(0.0, self.noise_std, size=action.shape)
+            noise = self.rng.normal(0.0, self.noise_std, size=action.shape)
+            if self.noise_dims is not None:
+                noise[[d for d in range(len(noise)) if d not in self.noise_dims]] = 0.0
+            action = action + noise
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def _act(self, sim: TabletopSim) -> np.ndarray:  # pragma: no cover - abstract
@@ -458,6 +470,7 @@ class DrawerExpert(ScriptedExpert):
 _EXPERTS = {ReachTask: ReachExpert, PushTask: PushExpert, PlaceTask: PlaceExpert, ButtonTask: ButtonExpert, DrawerTask: DrawerExpert}
 
 
-def make_expert(task: Task, noise_std: float = 0.0, seed: int = 0) -> ScriptedExpert:
-    """The scripted expert for ``task``."""
-    return _EXPERTS[type(task)](task, noise_std=noise_std, seed=seed)
+def make_expert(task: Task, noise_std: float = 0.0, seed: int = 0,
+                noise_dims: tuple[int, ...] | None = None) -> ScriptedExpert:
+    """The scripted expert for ``task`` (``noise_dims``: the action dimensions the noise perturbs, None: all)."""
+    return _EXPERTS[type(task)](task, noise_std=noise_std, seed=seed, noise_dims=noise_dims)

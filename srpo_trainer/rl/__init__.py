@@ -1,0 +1,1 @@
+"""Reinforcement learning for VLA policies: SRPO and its GRPO baseline (objectives now, the training loop next)."""

@@ -1,0 +1,68 @@
+"""The RL update of SRPO / GRPO as small pure functions, each with its formula.
+
+    A_i      = (R_i - mean_{j in g(i)} R_j) / (std_{j in g(i)} R_j + eps)          group-normalised advantage
+    keep(g)  = low <= mean_{i in g} success_i <= high                              dynamic sampling filter
+    rho_i    = exp(clamp(log pi(a_i|s_i) - log pi_old(a_i|s_i), -c, c))            importance ratio
+    L_clip   = -mean_i min(rho_i A_i, clip(rho_i, 1 - eps_low, 1 + eps_high) A_i)   asymmetric PPO clip (DAPO)
+    KL_k3    = mean_i (exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1)        optional penalty to the reference
+
+A group g is the n rollouts of one prompt (a task and an initial state). Rewards and advantages are per trajectory
+(gamma = lambda = 1, the advantage is broadcast to every action chunk of the trajectory).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def group_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """A_i = (R_i - mean_g R) / (std_g R + eps) within each group (population std, as GRPO); a zero-variance group
+    gets A = 0 everywhere."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    groups = np.asarray(groups)
+    if rewards.shape != groups.shape:
+        raise ValueError(f"rewards {rewards.shape} and groups {groups.shape} differ in shape")
+    adv = np.zeros_like(rewards)
+    for g in np.unique(groups):
+        idx = groups == g
+        r = rewards[idx]
+        adv[idx] = (r - r.mean()) / (r.std() + eps)
+    return adv
+
+
+def dynamic_sampling_mask(successes: np.ndarray, groups: np.ndarray, low: float = 0.1,
+                          high: float = 0.9) -> np.ndarray:
+    """True for rollouts whose group success rate lies in [low, high]: all-fail and all-success groups are dropped
+    (under group normalisation they carry no signal)."""
+    successes = np.asarray(successes, dtype=np.float64)
+    groups = np.asarray(groups)
+    keep = np.zeros(len(successes), dtype=bool)
+    for g in np.unique(groups):
+        idx = groups == g
+        rate = successes[idx].mean()
+        keep[idx] = low <= rate <= high
+    return keep
+
+
+def ppo_clip_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_low: float = 0.2,
+                  clip_high: float = 0.28, log_ratio_clamp: float = 20.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """L = -mean min(rho A, clip(rho, 1 - clip_low, 1 + clip_high) A), rho = exp(clamp(logp - logp_old, +-c))."""
+    log_ratio = torch.clamp(logp - logp_old, -log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * advantages
+    loss = -torch.minimum(unclipped, clipped).mean()
+    with torch.no_grad():
+        clip_frac = (clipped < unclipped).float().mean().item()  # where the clip is active (no gradient)
+        approx_kl = ((ratio - 1) - log_ratio).mean().item()  # k3 estimate of KL(old || new)
+    return loss, {"clip_fraction": clip_frac, "approx_kl": approx_kl, "ratio_mean": ratio.mean().item()}
+
+
+def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(pi || pi_ref) from samples of pi: mean(exp(d) - d - 1), d = log pi_ref - log pi (>= 0)."""
+    d = logp_ref - logp
+    return (torch.exp(d) - d - 1.0).mean()
+
+
+__all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "ppo_clip_loss"]

@@ -1,0 +1,55 @@
+"""GRPO/SRPO update objectives on hand-computed cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from srpo_trainer.rl.objectives import dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss
+
+
+def test_group_advantages_normalise_within_each_group():
+    rewards = np.array([1.0, 0.0, 0.5, 0.5, 2.0, 2.0])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    adv = group_advantages(rewards, groups, eps=0.0 + 1e-12)
+    # group 0: mean 0.5, std 0.5 -> +-1; groups 1 and 2 have zero variance -> 0
+    np.testing.assert_allclose(adv, [1.0, -1.0, 0.0, 0.0, 0.0, 0.0], atol=1e-9)
+    adv3 = group_advantages(np.array([0.0, 1.0, 0.6]), np.zeros(3))
+    mean, std = 1.6 / 3, np.std([0.0, 1.0, 0.6])
+    np.testing.assert_allclose(adv3, (np.array([0.0, 1.0, 0.6]) - mean) / (std + 1e-6))
+    with pytest.raises(ValueError, match="shape"):
+        group_advantages(np.zeros(3), np.zeros(4))
+
+
+def test_dynamic_sampling_drops_all_fail_and_all_success_groups():
+    success = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0])
+    groups = np.repeat([0, 1, 2], 4)
+    keep = dynamic_sampling_mask(success, groups, 0.1, 0.9)
+    assert keep.tolist() == [False] * 4 + [False] * 4 + [True] * 4
+    assert dynamic_sampling_mask(success, groups, 0.0, 1.0).all()
+
+
+def test_ppo_clip_is_asymmetric():
+    logp_old = torch.zeros(4)
+    # ratios 1.5 and 0.5 with positive and negative advantages
+    logp = torch.log(torch.tensor([1.5, 1.5, 0.5, 0.5]))
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    loss, info = ppo_clip_loss(logp, logp_old, adv, clip_low=0.2, clip_high=0.28)
+    # A>0, r=1.5: min(1.5, 1.28) = 1.28;  A<0, r=1.5: min(-1.5, -1.28) = -1.5
+    # A>0, r=0.5: min(0.5, 0.8) = 0.5;    A<0, r=0.5: min(-0.5, -0.8) = -0.8
+    assert loss.item() == pytest.approx(-(1.28 - 1.5 + 0.5 - 0.8) / 4)
+    assert info["clip_fraction"] == pytest.approx(0.5)
+
+
+def test_log_ratio_is_clamped_and_gradient_flows_only_inside_the_clip():
+    logp = torch.tensor([100.0, 0.1], requires_grad=True)
+    loss, info = ppo_clip_loss(logp, torch.zeros(2), torch.tensor([-1.0, 1.0]), log_ratio_clamp=20.0)
+    assert torch.isfinite(loss) and info["ratio_mean"] < float(np.exp(20.0))
+    loss.backward()
+    assert logp.grad[1] != 0  # ratio e^0.1 = 1.105 inside (0.8, 1.28): gradient
+    assert logp.grad[0] == 0  # clamped log-ratio: no gradient through the clamp
+
+
+def test_kl_penalty_is_zero_at_the_reference_and_positive_elsewhere():
+    logp = torch.tensor([-1.0, -2.0])
+    assert kl_penalty(logp, logp).item() == 0.0
+    assert kl_penalty(logp, logp + 0.5).item() > 0
