@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,8 +26,8 @@ from srpo.spec import RobotSpec
 from srpo_trainer.datasets import ChunkDataset, random_shift, select_episodes
 from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
 from srpo_trainer.processor import NormStats
+from srpo_trainer.run_checkpoints import latest_checkpoint, restore_trainer_state, save_run_checkpoint
 
-LATEST = "latest"
 
 
 @dataclass
@@ -96,28 +95,6 @@ def _lr_lambda(cfg: SFTConfig):
     return f
 
 
-def _save_checkpoint(run: Path, step: int, policy, optimizer, scheduler, rng: np.random.Generator) -> None:
-    ckpt = run / "checkpoints" / f"step_{step:07d}"
-    policy.save_pretrained(ckpt)
-    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state()}
-    tmp = ckpt / ".trainer_state.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, ckpt / "trainer_state.pt")
-    (ckpt / "numpy_rng.json").write_text(json.dumps(rng.bit_generator.state))
-    tmp_latest = run / "checkpoints" / f".{LATEST}.tmp"
-    tmp_latest.write_text(ckpt.name)
-    os.replace(tmp_latest, run / "checkpoints" / LATEST)
-
-
-def latest_checkpoint(run: Path) -> Path | None:
-    pointer = Path(run) / "checkpoints" / LATEST
-    if not pointer.is_file():
-        return None
-    ckpt = pointer.parent / pointer.read_text().strip()
-    return ckpt if (ckpt / "trainer_state.pt").is_file() else None
-
-
 def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     """Run (or resume) SFT; returns the folder of the final policy."""
     from torch.utils.tensorboard import SummaryWriter
@@ -147,12 +124,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
         policy = TinyVLAPolicy.from_pretrained(resume, expected_spec=spec)
         optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-        state = torch.load(resume / "trainer_state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = json.loads((resume / "numpy_rng.json").read_text())
-        start = int(state["step"])
+        start = restore_trainer_state(resume, optimizer, scheduler, rng)
         print(f"resuming {run} from {resume.name} (step {start}/{cfg.steps})")
     writer = SummaryWriter(str(run / "tb"))
     if start == 0:
@@ -179,7 +151,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
                 writer.add_scalar(k, v, done)
             bar.set_postfix(loss=f"{loss.item():.3f}", l1=f"{info['loss/l1']:.3f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            _save_checkpoint(run, done, policy, optimizer, scheduler, rng)
+            save_run_checkpoint(run, done, policy.save_pretrained, optimizer, scheduler, rng)
     writer.close()
     final = policy.save_pretrained(run / "final")
     return final

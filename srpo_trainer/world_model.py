@@ -35,6 +35,7 @@ from torch import nn
 
 from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
+from srpo_trainer.run_checkpoints import latest_checkpoint, restore_trainer_state, save_run_checkpoint
 from srpo_trainer.encoders.base import EncoderError, TrajectoryEncoder, sample_frames, to_tensor
 
 FORMAT = "srpo-world-model/1"
@@ -296,28 +297,6 @@ def _select(cfg: WorldModelTrainConfig) -> list[Episode]:
     return episodes
 
 
-def _save_checkpoint(run: Path, step: int, model, optimizer, scheduler, rng: np.random.Generator) -> None:
-    """A complete checkpoint folder first, then the ``latest`` pointer (renamed into place) names it."""
-    ckpt = run / "checkpoints" / f"step_{step:07d}"
-    save_world_model(model, ckpt, {"step": step})
-    tmp = ckpt / ".trainer_state.pt.tmp"
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp)
-    os.replace(tmp, ckpt / "trainer_state.pt")
-    (ckpt / "numpy_rng.json").write_text(json.dumps(rng.bit_generator.state))
-    pointer = run / "checkpoints" / ".latest.tmp"
-    pointer.write_text(ckpt.name)
-    os.replace(pointer, run / "checkpoints" / "latest")
-
-
-def latest_checkpoint(run: Path) -> Path | None:
-    pointer = Path(run) / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    ckpt = pointer.parent / pointer.read_text().strip()
-    return ckpt if (ckpt / "trainer_state.pt").is_file() else None
-
-
 def train_world_model(cfg: WorldModelTrainConfig, progress: bool = True) -> Path:
     """Train (or resume) the world model; returns the folder of the final model."""
     from torch.utils.tensorboard import SummaryWriter
@@ -348,12 +327,7 @@ def train_world_model(cfg: WorldModelTrainConfig, progress: bool = True) -> Path
         params = list(model.encoder.parameters()) + list(model.predictor.parameters())
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_lambdas[0])
-        state = torch.load(resume / "trainer_state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = json.loads((resume / "numpy_rng.json").read_text())
-        start = int(state["step"])
+        start = restore_trainer_state(resume, optimizer, schedule, rng)
         print(f"resuming {run} from {resume.name} (step {start}/{cfg.steps})")
     writer = SummaryWriter(str(run / "tb"))
     model.train()
@@ -381,7 +355,8 @@ def train_world_model(cfg: WorldModelTrainConfig, progress: bool = True) -> Path
                 writer.add_scalar(k, v, done)
             bar.set_postfix(pred=f"{info['loss/pred']:.3f}", vs_still=f"{info['loss/pred_vs_still']:.2f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            _save_checkpoint(run, done, model, optimizer, schedule, rng)
+            save_run_checkpoint(run, done, lambda d: save_world_model(model, d, {"step": done}), optimizer,
+                                schedule, rng)
     writer.close()
     return save_world_model(model, run / "final", {"steps": cfg.steps, "episodes": dataset.episodes,
                                                     "samples": len(dataset)})

@@ -1,0 +1,53 @@
+"""Resumable training runs: step checkpoints (model + optimizer, scheduler and RNG state) and a ``latest`` pointer.
+
+A checkpoint folder is complete before the pointer, renamed into place, names it; so an interruption at any moment
+leaves the previous checkpoint as the one a re-run resumes from. Used by ``srpo sft`` and ``srpo worldmodel train``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+LATEST = "latest"
+
+
+def save_run_checkpoint(run: Path, step: int, save_model: Callable[[Path], object], optimizer, scheduler,
+                        rng: np.random.Generator) -> Path:
+    """Write ``run/checkpoints/step_N`` (``save_model(folder)`` writes the weights) and point ``latest`` at it."""
+    ckpt = Path(run) / "checkpoints" / f"step_{step:07d}"
+    save_model(ckpt)
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state()}
+    tmp = ckpt / ".trainer_state.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, ckpt / "trainer_state.pt")
+    (ckpt / "numpy_rng.json").write_text(json.dumps(rng.bit_generator.state))
+    pointer = ckpt.parent / f".{LATEST}.tmp"
+    pointer.write_text(ckpt.name)
+    os.replace(pointer, ckpt.parent / LATEST)
+    return ckpt
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The folder ``latest`` names, if it is complete."""
+    pointer = Path(run) / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    ckpt = pointer.parent / pointer.read_text().strip()
+    return ckpt if (ckpt / "trainer_state.pt").is_file() else None
+
+
+def restore_trainer_state(ckpt: Path, optimizer, scheduler, rng: np.random.Generator) -> int:
+    """Load optimizer, scheduler and RNG states saved with ``save_run_checkpoint``; returns the step."""
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = json.loads((ckpt / "numpy_rng.json").read_text())
+    return int(state["step"])
