@@ -61,11 +61,31 @@ def _check_suite(suite: str) -> None:
         raise SystemExit(f"error: --suite {suite!r} is not available; this command supports: tabletop")
 
 
-def cmd_sim_demos(args: argparse.Namespace) -> int:
+def _run_expert_jobs(jobs: list, out: str, workers: int, label: str) -> int:
+    """Run scripted-expert jobs with a progress bar, then print the success count per task."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from srpo.sim.demos import generate_demos
+
+    stats: dict[str, list] = defaultdict(list)
+    cols = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=_console()) as progress:
+        bar = progress.add_task(label, total=len(jobs))
+
+        def done(result):
+            stats[result[0]].append(result[2])
+            progress.advance(bar)
+
+        generate_demos(jobs, out, workers=workers, on_done=done)
+    for task, ok in sorted(stats.items()):
+        print(f"  {task:32s} {sum(ok)}/{len(ok)} successful")
+    print(f"wrote {len(jobs)} episodes to {out}")
+    return 0
+
+
+def cmd_sim_demos(args: argparse.Namespace) -> int:
     from srpo.episodes.store import EpisodeStore
-    from srpo.sim.demos import generate_demos, plan_demo_jobs
+    from srpo.sim.demos import plan_demo_jobs
     from srpo.sim.tabletop.tasks import TASKS
 
     _check_suite(args.suite)
@@ -78,27 +98,12 @@ def cmd_sim_demos(args: argparse.Namespace) -> int:
     skipped = len(tasks) * args.per_task - len(jobs)
     if skipped:
         print(f"{skipped} episodes already in {args.out}; generating the remaining {len(jobs)}")
-    stats: dict[str, list] = defaultdict(list)
-    cols = (TextColumn("[bold]expert demos"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=_console()) as progress:
-        bar = progress.add_task("demos", total=len(jobs))
-
-        def done(result):
-            stats[result[0]].append(result[2])
-            progress.advance(bar)
-
-        generate_demos(jobs, args.out, workers=args.workers, on_done=done)
-    for task, ok in sorted(stats.items()):
-        print(f"  {task:32s} {sum(ok)}/{len(ok)} successful")
-    print(f"wrote {len(jobs)} episodes to {args.out}")
-    return 0
+    return _run_expert_jobs(jobs, args.out, args.workers, "expert demos")
 
 
 def cmd_sim_attempts(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from srpo.episodes.store import EpisodeStore
-    from srpo.sim.demos import generate_demos, plan_attempt_jobs
+    from srpo.sim.demos import plan_attempt_jobs
     from srpo.sim.tabletop.tasks import TASKS
 
     _check_suite(args.suite)
@@ -110,20 +115,7 @@ def cmd_sim_attempts(args: argparse.Namespace) -> int:
         jobs = plan_attempt_jobs(tasks, args.per_task, args.split, args.image_size, seed=args.seed)
     except (KeyError, ValueError) as exc:
         raise SystemExit(f"error: {exc.args[0]}") from exc
-    stats: dict[str, list] = defaultdict(list)
-    cols = (TextColumn("[bold]expert attempts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=_console()) as progress:
-        bar = progress.add_task("attempts", total=len(jobs))
-
-        def done(result):
-            stats[result[0]].append(result[2])
-            progress.advance(bar)
-
-        generate_demos(jobs, args.out, workers=args.workers, on_done=done)
-    for task, ok in sorted(stats.items()):
-        print(f"  {task:32s} {sum(ok)}/{len(ok)} successful")
-    print(f"wrote {len(jobs)} episodes to {args.out}")
-    return 0
+    return _run_expert_jobs(jobs, args.out, args.workers, "expert attempts")
 
 
 def cmd_worldmodel_train(args: argparse.Namespace) -> int:
