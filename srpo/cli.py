@@ -154,10 +154,12 @@ def cmd_reward_fidelity(args: argparse.Namespace) -> int:
     except (ConfigError, EncoderError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     write_fidelity(results, args.out)
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
     for res in results:
-        rho = res["spearman_overall"]
-        print(f"{res['encoder']:8s} Spearman rho (all failures) = {rho if rho is None else round(rho, 3)}, "
-              f"mean over tasks = {res['spearman_task_mean'] if res['spearman_task_mean'] is None else round(res['spearman_task_mean'], 3)}, "
+        print(f"{res['encoder']:8s} Spearman rho: all failures {fmt(res['spearman_overall'])}, mean over tasks "
+              f"{fmt(res['spearman_task_mean'])}, within groups {fmt(res['spearman_within_group'])}; "
               f"{res['failures']} failures, {res['trajectories_per_s']:.0f} trajectories/s")
         for task, r in res["per_task"].items():
             rho_t = "  n/a" if r["spearman"] is None else f"{r['spearman']:5.2f}"

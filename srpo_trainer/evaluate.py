@@ -15,14 +15,12 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
 
-from srpo.sim.tabletop.env import NOOP_ACTION
 from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
-from srpo_trainer.policies.base import Observation, Policy
+from srpo_trainer.policies.base import Policy
+from srpo_trainer.rollouts import run_policy_episodes
 
 
 @dataclass
@@ -86,88 +84,6 @@ def summarise(episodes: list[dict]) -> dict:
             "episodes": n, "mean_progress": float(np.mean([e["progress"] for e in episodes])), "per_task": per_task}
 
 
-def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
-                        temperature: float | None, seed: int, record: int = 0,
-                        on_episode: Callable[[dict], None] | None = None) -> tuple[list[dict], list[np.ndarray]]:
-    """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference."""
-    from srpo.sim.vector import make_vector_env
-
-    cams = [c.name for c in policy.spec.observation.cameras]
-    size = policy.spec.observation.cameras[0].height
-    steps = min(execute_steps, policy.chunk_size)
-    gen = torch.Generator().manual_seed(seed)
-    n_env = min(workers, len(jobs))
-    venv = make_vector_env(n_env, image_size=size)
-    pending = list(enumerate(jobs))
-    current: list[tuple[int, tuple[str, int]] | None] = [None] * n_env
-    queues: list[list[np.ndarray]] = [[] for _ in range(n_env)]
-    instructions = [""] * n_env
-    lengths = [0] * n_env
-    frames: dict[int, list[np.ndarray]] = {}
-    obs_now: dict[str, np.ndarray] = {}
-    results: dict[int, dict] = {}
-
-    def assign(slots: list[int]) -> None:
-        per_env: list[dict | None] = [None] * n_env
-        for i in slots:
-            if pending:
-                current[i] = pending.pop(0)
-                task, init = current[i][1]
-                per_env[i] = {"task": task, "split": split, "init_state_id": init}
-                queues[i], lengths[i] = [], 0
-            else:
-                current[i] = None
-        if any(o is not None for o in per_env):
-            obs, info = venv.reset_envs(per_env)
-            for i, o in enumerate(per_env):
-                if o is None:
-                    continue
-                for k in obs:
-                    obs_now.setdefault(k, np.zeros_like(obs[k]))[i] = obs[k][i]
-                instructions[i] = info["instruction"][i]
-                if current[i][0] < record:
-                    frames[current[i][0]] = [np.concatenate([obs[c][i] for c in cams], axis=1)]
-
-    try:
-        assign(list(range(n_env)))
-        policy.eval()
-        while any(c is not None for c in current):
-            need = [i for i, c in enumerate(current) if c is not None and not queues[i]]
-            if need:
-                batch = Observation({c: obs_now[c][need] for c in cams}, obs_now["proprio"][need],
-                                    [instructions[i] for i in need])
-                with torch.no_grad():
-                    if temperature is None:
-                        chunks = policy.predict_action_chunk(batch)
-                    else:
-                        chunks = policy.sample(batch, temperature, gen).chunks.numpy()
-                for j, i in enumerate(need):
-                    queues[i] = list(np.clip(chunks[j][:steps], policy.spec.action.low, policy.spec.action.high))
-            actions = np.stack([queues[i].pop(0) if current[i] is not None else NOOP_ACTION for i in range(n_env)])
-            obs, _, term, trunc, info = venv.step(actions.astype(np.float32))
-            finished = []
-            for i, c in enumerate(current):
-                if c is None:
-                    continue
-                for k in obs:
-                    obs_now[k][i] = obs[k][i]
-                lengths[i] += 1
-                if c[0] in frames:
-                    frames[c[0]].append(np.concatenate([obs[cam][i] for cam in cams], axis=1))
-                if term[i] or trunc[i]:
-                    results[c[0]] = {"task": c[1][0], "init_state_id": c[1][1], "success": bool(info["success"][i]),
-                                     "progress": float(info["progress"][i]), "length": lengths[i]}
-                    if on_episode:
-                        on_episode(results[c[0]])
-                    finished.append(i)
-            if finished:
-                assign(finished)
-    finally:
-        venv.close()
-    ordered = [results[k] for k in sorted(results)]
-    return ordered, [np.stack(frames[k]) for k in sorted(frames)]
-
-
 def _plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -199,8 +115,9 @@ def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, pro
     jobs = [(t, i) for t in tasks for i in range(cfg.episodes_per_task)]
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     start = time.perf_counter()
-    episodes, clips = run_policy_episodes(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps, cfg.temperature,
-                                          cfg.seed, record=cfg.gifs if out else 0, on_episode=lambda e: bar.update())
+    episodes, clips, _ = run_policy_episodes(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps, cfg.temperature,
+                                             cfg.seed, gif_episodes=cfg.gifs if out else 0,
+                                             on_episode=lambda e: bar.update())
     bar.close()
     summary = summarise(episodes)
     summary.update({"policy_version": policy.version, "config": asdict(cfg), "wall_s": time.perf_counter() - start,

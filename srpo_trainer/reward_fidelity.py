@@ -2,8 +2,13 @@
 
 Each task's episodes (successes and failures, e.g. from ``srpo sim attempts``) are scored as one batch with the
 progress reward in an encoder's latent space. The fidelity of the reward is the Spearman rank correlation between the
-failures' rewards and their ground-truth final progress from the simulator (which the reward never sees), per task
-and over all failures pooled (the reward is normalised per task, so pooled ranks are comparable).
+failures' rewards and their ground-truth final progress from the simulator (which the reward never sees), reported
+
+- per task, and over all failures pooled (``spearman_overall``);
+- within each reference group (``spearman_within_group``: the mean over groups with at least 3 failures). With the
+  per-prompt reference this is the ranking GRPO actually uses, because advantages are normalised per prompt group;
+- for an oracle encoder whose distance is the true remaining progress (``oracle_bound``): min-max normalisation per
+  reference group caps the pooled correlation below 1 even for a perfect encoder, and this says by how much.
 
     srpo reward fidelity --data outputs/attempts --encoder builtin --encoder-path runs/wm/final --out runs/fidelity
 """
@@ -68,7 +73,7 @@ def reward_fidelity(encoder: TrajectoryEncoder, videos: dict[str, list[tuple[np.
 
     With ``cfg.reward.reference`` = ``prompt`` the episodes of one initial state form one group (as the n samples of
     one prompt do in RL)."""
-    per_task, points = {}, []
+    per_task, points, within = {}, [], []
     encode_s, n_encoded = 0.0, 0
     for task, items in videos.items():
         t0 = time.perf_counter()
@@ -81,6 +86,8 @@ def reward_fidelity(encoder: TrajectoryEncoder, videos: dict[str, list[tuple[np.
                                           prompts=[item[3] for item in items])
         fail = ~success
         fallbacks = sorted({d.fallback for d in diags.values() if d.fallback})
+        within += _within_group_rhos(rewards, progress, success, [task] * len(items),
+                                     [item[3] for item in items], cfg.reward.reference)
         per_task[task] = {"spearman": spearman(rewards[fail], progress[fail]), "failures": int(fail.sum()),
                           "successes": int(success.sum()), "groups": len(diags),
                           "clusters": int(sum(d.clusters for d in diags.values())),
@@ -93,10 +100,44 @@ def reward_fidelity(encoder: TrajectoryEncoder, videos: dict[str, list[tuple[np.
         "encoder": encoder.name, "embedding_dim": encoder.dim,
         "spearman_overall": spearman(rewards_all, progress_all),
         "spearman_task_mean": float(np.mean(rhos)) if rhos else None,
+        "spearman_within_group": float(np.mean(within)) if within else None,
         "per_task": per_task, "failures": len(points),
         "trajectories_per_s": n_encoded / encode_s if encode_s > 0 else None,
         "points": points, "config": asdict(cfg),
     }
+
+
+def _within_group_rhos(rewards: np.ndarray, progress: np.ndarray, success: np.ndarray, tasks: list[str],
+                       prompts: list, reference: str) -> list[float]:
+    keys = np.array([t if reference == "task" else f"{t}/{p}" for t, p in zip(tasks, prompts)])
+    rhos = []
+    for key in sorted(set(keys.tolist())):
+        f = (keys == key) & ~success
+        rho = spearman(rewards[f], progress[f]) if f.sum() >= 3 else None
+        if rho is not None:
+            rhos.append(rho)
+    return rhos
+
+
+def oracle_bound(videos: dict[str, list[tuple[np.ndarray, bool, float, int]]], cfg: FidelityConfig) -> dict:
+    """Fidelity of a perfect encoder: the 1-D embedding ``1 - true progress`` (successes sit at 0), scored through the
+    same reward. What it leaves below 1 is lost to the reward's per-group min-max normalisation, not to any encoder."""
+    per_task, rewards_all, progress_all, within = {}, [], [], []
+    for task, items in videos.items():
+        success = np.array([item[1] for item in items])
+        progress = np.array([item[2] for item in items])
+        emb = np.where(success, 0.0, 1.0 - progress)[:, None]
+        prompts = [item[3] for item in items]
+        rewards, _ = progress_rewards(emb, success, [task] * len(items), cfg.reward, prompts=prompts)
+        fail = ~success
+        per_task[task] = spearman(rewards[fail], progress[fail])
+        within += _within_group_rhos(rewards, progress, success, [task] * len(items), prompts, cfg.reward.reference)
+        rewards_all += rewards[fail].tolist()
+        progress_all += progress[fail].tolist()
+    rhos = [v for v in per_task.values() if v is not None]
+    return {"spearman_overall": spearman(np.array(rewards_all), np.array(progress_all)),
+            "spearman_task_mean": float(np.mean(rhos)) if rhos else None,
+            "spearman_within_group": float(np.mean(within)) if within else None, "per_task": per_task}
 
 
 def plot_fidelity(results: list[dict], path: Path) -> None:
@@ -134,4 +175,5 @@ def write_fidelity(results: list[dict], out: str | Path) -> Path:
     return out
 
 
-__all__ = ["FidelityConfig", "load_task_videos", "plot_fidelity", "reward_fidelity", "spearman", "write_fidelity"]
+__all__ = ["FidelityConfig", "load_task_videos", "oracle_bound", "plot_fidelity", "reward_fidelity", "spearman",
+           "write_fidelity"]

@@ -58,8 +58,9 @@ class WorldModelConfig:
     predictor_hidden: int = 256
     frames: int = 16
     """Frames spread over an episode when embedding a trajectory."""
-    pooling: str = "mean_last"
-    """How frame latents become one embedding: mean, last, mean_last (concatenated) or segments (4 time means)."""
+    pooling: str = "mean"
+    """How frame latents become one embedding: mean, last, mean_last (concatenated) or segments (4 time means).
+    Mean pooling tracked progress best on held-out attempts (benchmarks/reward_fidelity.py, README)."""
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)

@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from srpo_trainer.evaluate import EvalConfig, evaluate, run_policy_episodes, summarise, wilson_interval
+from srpo_trainer.evaluate import EvalConfig, evaluate, summarise, wilson_interval
+from srpo_trainer.rollouts import run_policy_episodes
 
 
 def test_wilson_interval_hand_values():
@@ -37,7 +39,7 @@ def test_eval_is_deterministic_and_writes_its_outputs(policy, tmp_path):
 
 def test_sampling_is_seeded(policy):
     def frames(seed):
-        _, clips = run_policy_episodes(policy, [("open_drawer", 0)], "heldout", 1, 8, 1.0, seed, record=1)
+        _, clips, _ = run_policy_episodes(policy, [("open_drawer", 0)], "heldout", 1, 8, 1.0, seed, gif_episodes=1)
         return clips[0]
 
     a, b, c = frames(3), frames(3), frames(4)
@@ -50,3 +52,26 @@ def test_sampling_is_seeded(policy):
 def test_bad_eval_config(kw, message):
     with pytest.raises(ValueError, match=message):
         EvalConfig(**kw)
+
+
+def test_recorded_rollouts_carry_decisions(policy):
+    """RL's view of a rollout: a schema-valid episode whose chunks, steps and log-probs replay exactly."""
+    import torch
+
+    from srpo_trainer.policies.base import Observation
+    from srpo_trainer.rollouts import decision_observation
+
+    jobs = [("open_drawer", 0), ("press_button", 1), ("open_drawer", 2)]
+    results, _, episodes = run_policy_episodes(policy, jobs, "train", 2, 8, 1.0, seed=5, record=True)
+    assert [(e.meta.task, e.meta.init_state_id) for e in episodes] == jobs
+    for res, ep in zip(results, episodes):
+        assert ep.length == res["length"] and ep.meta.success == res["success"] and ep.meta.split == "train"
+        assert ep.chunk_steps[0] == 0 and (np.diff(ep.chunk_steps) == 8).all()
+        assert len(ep.chunk_steps) == -(-ep.length // 8)
+        # the executed actions are the (clipped) sampled chunks
+        np.testing.assert_allclose(ep.actions[:8], np.clip(ep.chunks[0], -1, 1)[: min(8, ep.length)], atol=1e-6)
+        images, proprio, instruction = decision_observation(ep, int(ep.chunk_steps[-1]))
+        obs = Observation({c: v[None] for c, v in images.items()}, proprio[None], [instruction])
+        with torch.no_grad():
+            lp = policy.log_prob(obs, torch.from_numpy(ep.chunks[-1:]), temperature=1.0)
+        np.testing.assert_allclose(lp.numpy(), ep.chunk_log_probs[-1:], rtol=1e-4, atol=1e-3)

@@ -1,0 +1,177 @@
+"""Policy rollouts in parallel simulator processes with batched inference: the engine of evaluation and of RL.
+
+Each job is one episode, a (task, initial state) pair of a split. Envs that need a new chunk at the same step are
+batched into one policy call; a chunk's first ``execute_steps`` actions run open loop (as OpenVLA-OFT).
+
+With ``record=True`` every episode comes back as a full ``Episode`` in the shared schema: both cameras, proprio,
+the applied actions, ground-truth progress (privileged: only the ``oracle`` reward mode and the metrics read it) and,
+for RL, each decision's step, sampled chunk (unclipped) and its log-probability under the acting policy. The
+observation of a decision is ``episode`` data at ``chunk_steps[j]``, so nothing is stored twice.
+
+Sampling noise comes from one ``torch.Generator`` seeded by ``seed``; envs step in lock-step, so a rollout is
+reproducible for a given policy, job list, worker count and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from srpo.episodes.schema import Episode, EpisodeMeta
+from srpo.sim.tabletop.env import NOOP_ACTION
+from srpo_trainer.policies.base import Observation, Policy
+
+
+@dataclass
+class _Recorder:
+    """Everything one running episode has produced so far."""
+
+    frames: dict[str, list[np.ndarray]]
+    proprio: list[np.ndarray]
+    progress: list[float]
+    times: list[float]
+    t0: float = 0.0
+    actions: list[np.ndarray] = field(default_factory=list)
+    chunk_steps: list[int] = field(default_factory=list)
+    chunks: list[np.ndarray] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
+
+
+def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
+                        temperature: float | None, seed: int, record: bool = False, gif_episodes: int = 0,
+                        on_episode: Callable[[dict], None] | None = None,
+                        ) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
+    """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference.
+
+    ``temperature`` None acts with the chunk mean (deterministic), else samples at that temperature.
+    Returns per-episode results (task, init_state_id, success, progress, length) in job order, side-by-side camera
+    clips of the first ``gif_episodes`` jobs, and with ``record`` the recorded episodes in job order.
+    """
+    from srpo.sim.vector import make_vector_env
+
+    if not jobs:
+        return [], [], []
+    cams = [c.name for c in policy.spec.observation.cameras]
+    size = policy.spec.observation.cameras[0].height
+    steps = min(execute_steps, policy.chunk_size)
+    gen = torch.Generator().manual_seed(seed)
+    n_env = min(workers, len(jobs))
+    venv = make_vector_env(n_env, image_size=size)
+    pending = list(enumerate(jobs))
+    current: list[tuple[int, tuple[str, int]] | None] = [None] * n_env
+    queues: list[list[np.ndarray]] = [[] for _ in range(n_env)]
+    instructions = [""] * n_env
+    lengths = [0] * n_env
+    gifs: dict[int, list[np.ndarray]] = {}
+    recorders: list[_Recorder | None] = [None] * n_env
+    obs_now: dict[str, np.ndarray] = {}
+    results: dict[int, dict] = {}
+    episodes: dict[int, Episode] = {}
+    spec_dict = policy.spec.to_dict()
+
+    def assign(slots: list[int]) -> None:
+        per_env: list[dict | None] = [None] * n_env
+        for i in slots:
+            if pending:
+                current[i] = pending.pop(0)
+                task, init = current[i][1]
+                per_env[i] = {"task": task, "split": split, "init_state_id": init}
+                queues[i], lengths[i] = [], 0
+            else:
+                current[i] = None
+        if any(o is not None for o in per_env):
+            obs, info = venv.reset_envs(per_env)
+            for i, o in enumerate(per_env):
+                if o is None:
+                    continue
+                for k in obs:
+                    obs_now.setdefault(k, np.zeros_like(obs[k]))[i] = obs[k][i]
+                instructions[i] = info["instruction"][i]
+                if current[i][0] < gif_episodes:
+                    gifs[current[i][0]] = [np.concatenate([obs[c][i] for c in cams], axis=1)]
+                if record:
+                    recorders[i] = _Recorder({c: [obs[c][i].copy()] for c in cams}, [obs["proprio"][i].copy()],
+                                             [float(info["progress"][i])], [0.0], float(info["sim_time"][i]))
+
+    def finish(i: int, info: dict) -> None:
+        index, (task, init) = current[i]
+        results[index] = {"task": task, "init_state_id": init, "success": bool(info["success"][i]),
+                          "progress": float(info["progress"][i]), "length": lengths[i]}
+        if record:
+            rec = recorders[i]
+            meta = EpisodeMeta(task=task, instruction=instructions[i], source="sim", success=results[index]["success"],
+                               length=len(rec.actions), spec=spec_dict, suite="tabletop", init_state_id=init,
+                               split=split, policy_version=policy.version, seed=seed,
+                               final_progress=results[index]["progress"])
+            episodes[index] = Episode(
+                meta=meta, timestamps=np.asarray(rec.times), images={c: np.stack(v) for c, v in rec.frames.items()},
+                proprio=np.stack(rec.proprio).astype(np.float32), actions=np.stack(rec.actions).astype(np.float32),
+                progress=np.asarray(rec.progress, dtype=np.float32),
+                chunk_steps=np.asarray(rec.chunk_steps, dtype=np.int64) if rec.chunks else None,
+                chunks=np.stack(rec.chunks).astype(np.float32) if rec.chunks else None,
+                chunk_log_probs=np.asarray(rec.log_probs, dtype=np.float32) if rec.chunks else None,
+            ).validate()
+        if on_episode:
+            on_episode(results[index])
+
+    try:
+        assign(list(range(n_env)))
+        policy.eval()
+        while any(c is not None for c in current):
+            need = [i for i, c in enumerate(current) if c is not None and not queues[i]]
+            if need:
+                batch = Observation({c: obs_now[c][need] for c in cams}, obs_now["proprio"][need],
+                                    [instructions[i] for i in need])
+                with torch.no_grad():
+                    if temperature is None:
+                        chunks, log_probs = policy.predict_action_chunk(batch), None
+                    else:
+                        out = policy.sample(batch, temperature, gen)
+                        chunks, log_probs = out.chunks.numpy(), out.log_probs.numpy()
+                for j, i in enumerate(need):
+                    queues[i] = list(np.clip(chunks[j][:steps], policy.spec.action.low, policy.spec.action.high))
+                    if record and log_probs is not None:
+                        rec = recorders[i]
+                        rec.chunk_steps.append(lengths[i])
+                        rec.chunks.append(np.asarray(chunks[j], dtype=np.float32))
+                        rec.log_probs.append(float(log_probs[j]))
+            actions = np.stack([queues[i].pop(0) if current[i] is not None else NOOP_ACTION for i in range(n_env)])
+            obs, _, term, trunc, info = venv.step(actions.astype(np.float32))
+            finished = []
+            for i, c in enumerate(current):
+                if c is None:
+                    continue
+                for k in obs:
+                    obs_now[k][i] = obs[k][i]
+                lengths[i] += 1
+                if c[0] in gifs:
+                    gifs[c[0]].append(np.concatenate([obs[cam][i] for cam in cams], axis=1))
+                if record:
+                    rec = recorders[i]
+                    rec.actions.append(actions[i].astype(np.float32))
+                    for cam in cams:
+                        rec.frames[cam].append(obs[cam][i].copy())
+                    rec.proprio.append(obs["proprio"][i].copy())
+                    rec.progress.append(float(info["progress"][i]))
+                    rec.times.append(float(info["sim_time"][i]) - rec.t0)
+                if term[i] or trunc[i]:
+                    finish(i, info)
+                    finished.append(i)
+            if finished:
+                assign(finished)
+    finally:
+        venv.close()
+    order = sorted(results)
+    return ([results[k] for k in order], [np.stack(gifs[k]) for k in sorted(gifs)],
+            [episodes[k] for k in order] if record else [])
+
+
+def decision_observation(episode: Episode, step: int) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
+    """The observation a decision at ``step`` of ``episode`` was taken from: images per camera, proprio, instruction."""
+    return ({c: v[step] for c, v in episode.images.items()}, episode.proprio[step], episode.meta.instruction)
+
+
+__all__ = ["decision_observation", "run_policy_episodes"]
