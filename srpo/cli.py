@@ -9,6 +9,7 @@ Examples::
     srpo episodes list data/demos --task open_drawer --success true
     srpo episodes verify data/demos                            # full CRC check of every file
     srpo sft --data data/demos --out runs/sft5 demos_per_task=5 steps=3000
+    srpo train --config configs/quick.yaml --init runs/sft5/final --out runs/srpo
     srpo eval --policy runs/sft5/final --suite tabletop --episodes-per-task 10 --split heldout --out runs/sft5/eval
     srpo sim attempts --per-task 20 --split heldout --out data/attempts   # noisy, stopped-early expert attempts
     srpo worldmodel train --data data/demos,data/attempts_train --out runs/wm
@@ -122,11 +123,7 @@ def cmd_worldmodel_train(args: argparse.Namespace) -> int:
     from srpo_trainer.config import ConfigError, load_config
     from srpo_trainer.world_model import WorldModelTrainConfig, train_world_model
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data={args.data}")
-    if args.out:
-        overrides.append(f"out={args.out}")
+    overrides = _with_flags(args, "data", "out")
     try:
         cfg = load_config(WorldModelTrainConfig, args.config, overrides)
         final = train_world_model(cfg)
@@ -233,21 +230,38 @@ def cmd_episodes_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _with_flags(args: argparse.Namespace, *names: str) -> list[str]:
+    """``key=value`` overrides from the command's own flags (``--out X`` is ``out=X``), after the free overrides."""
+    return list(args.overrides) + [f"{n}={getattr(args, n)}" for n in names if getattr(args, n)]
+
+
 def cmd_sft(args: argparse.Namespace) -> int:
     from srpo_trainer.config import ConfigError, load_config
     from srpo_trainer.sft import SFTConfig, train_sft
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data={args.data}")
-    if args.out:
-        overrides.append(f"out={args.out}")
+    overrides = _with_flags(args, "data", "out")
     try:
         cfg = load_config(SFTConfig, args.config, overrides)
         final = train_sft(cfg)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     print(f"final policy: {final}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from srpo_trainer.config import ConfigError, load_config
+    from srpo_trainer.policies import CheckpointError
+    from srpo_trainer.rl.config import RLConfig
+    from srpo_trainer.rl.trainer import RunConfigError, train_rl
+
+    overrides = _with_flags(args, "init", "out")
+    try:
+        cfg = load_config(RLConfig, args.config, overrides)
+        run = train_rl(cfg)
+    except (ConfigError, RunConfigError, CheckpointError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"run: {run} (final policy in {run / 'final'}, metrics in {run / 'metrics.jsonl'})")
     return 0
 
 
@@ -320,11 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sim_render)
 
-    p = sub.add_parser("demo", help="the end-to-end demo on the built-in suite (cached stages; re-runs resume)")
+    p = sub.add_parser("demo", help="the end-to-end learning demo: demos, few-demo SFT, world model, SRPO, eval "
+                                    "(cached stages; re-runs resume)")
     p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--per-task", type=int, default=5)
+    p.add_argument("--per-task", type=int, default=10, help="perturbed expert demos per task")
     p.add_argument("--workers", type=int, default=2)
-    p.set_defaults(func=lambda a: __import__("srpo.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers))
+    p.add_argument("--sft-steps", type=int, default=1500)
+    p.add_argument("--rl-steps", type=int, default=6)
+    p.set_defaults(func=lambda a: __import__("srpo.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers,
+                                                                               a.sft_steps, a.rl_steps))
 
     p = sub.add_parser("sft", help="supervised fine-tuning of the VLA policy on an episode store")
     p.add_argument("--config", help="YAML file with SFTConfig fields")
@@ -332,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (same as out=...)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. demos_per_task=5 policy.d_model=96")
     p.set_defaults(func=cmd_sft)
+    p = sub.add_parser("train", help="SRPO / GRPO reinforcement learning from an SFT checkpoint")
+    p.add_argument("--config", help="YAML file with RLConfig fields (see configs/)")
+    p.add_argument("--init", help="initial policy checkpoint (same as init=...)")
+    p.add_argument("--out", help="run folder (same as out=...); re-running resumes")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. reward.mode=binary rollout.group_size=8")
+    p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a policy checkpoint on the simulation suite")
     p.add_argument("--policy", required=True, help="checkpoint folder (config.json + model.safetensors)")
     p.add_argument("--suite", default="tabletop")

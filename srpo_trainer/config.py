@@ -62,6 +62,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 5e-5 without a dot as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -110,6 +115,13 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         key, raw = item.split("=", 1)
         _set_path(data, key.strip(), yaml.safe_load(raw))
     return _build(cls, data)
+
+
+def require_positive(cfg: Any, *names: str) -> None:
+    """Raise ValueError naming the first of ``names`` whose value on ``cfg`` is below 1 (counts, sizes, periods)."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
 def config_to_dict(cfg: Any) -> dict:

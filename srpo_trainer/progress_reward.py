@@ -179,6 +179,16 @@ class SuccessMemory:
     def __len__(self) -> int:
         return sum(len(q) for q in self._store.values())
 
+    def save(self, path) -> None:
+        """Write the memory as an ``.npz`` of plain arrays (one per task; no pickle)."""
+        np.savez(path, **{task: np.stack(q) for task, q in self._store.items() if q})
+
+    def load(self, path) -> None:
+        with np.load(path, allow_pickle=False) as data:
+            self._store = OrderedDict()
+            for task in data.files:
+                self._store[task] = deque(data[task], maxlen=self.size)
+
 
 def progress_rewards(embeddings: np.ndarray, successes: np.ndarray, tasks: list[str], cfg: ProgressRewardConfig,
                      memory: SuccessMemory | None = None, prompts: list | None = None,

@@ -1,7 +1,7 @@
 """Resumable training runs: step checkpoints (model + optimizer, scheduler and RNG state) and a ``latest`` pointer.
 
 A checkpoint folder is complete before the pointer, renamed into place, names it; so an interruption at any moment
-leaves the previous checkpoint as the one a re-run resumes from. Used by ``srpo sft`` and ``srpo worldmodel train``.
+leaves the previous checkpoint as the one a re-run resumes from. Used by ``srpo sft``, ``srpo worldmodel train`` and ``srpo train``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,23 @@ import numpy as np
 import torch
 
 LATEST = "latest"
+
+
+def open_run(out: str | os.PathLike, config) -> Path:
+    """Create the run folder and record ``config`` (a dataclass) in ``config.yaml``; a folder that holds a run with
+    another config is refused (ValueError), so a re-run with the same command resumes and nothing else mixes in."""
+    import dataclasses
+
+    import yaml
+
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    plain = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as YAML stores them
+    saved = run / "config.yaml"
+    if saved.exists() and yaml.safe_load(saved.read_text()) != plain:
+        raise ValueError(f"{run} holds a run with another config; use a new --out or delete {run}")
+    saved.write_text(yaml.safe_dump(plain, sort_keys=False))
+    return run
 
 
 def save_run_checkpoint(run: Path, step: int, save_model: Callable[[Path], object], optimizer, scheduler,

@@ -11,22 +11,21 @@ optimizer state) and the final policy in ``final/``. Re-running the same command
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from srpo.episodes.store import EpisodeStore
 from srpo.spec import RobotSpec
+from srpo_trainer.config import require_positive
 from srpo_trainer.datasets import ChunkDataset, random_shift, select_episodes
 from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
 from srpo_trainer.processor import NormStats
-from srpo_trainer.run_checkpoints import latest_checkpoint, restore_trainer_state, save_run_checkpoint
+from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
 
 
 
@@ -58,9 +57,7 @@ class SFTConfig:
     policy: TinyVLAConfig = field(default_factory=TinyVLAConfig)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "steps", "batch_size", "checkpoint_every", "log_every", "threads")
         if self.demos_per_task is not None and self.demos_per_task < 1:
             raise ValueError(f"demos_per_task must be >= 1, got {self.demos_per_task}")
         if self.lr <= 0:
@@ -101,13 +98,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     torch.set_num_threads(cfg.threads)
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    saved_cfg = run / "config.yaml"
-    plain = json.loads(json.dumps(asdict(cfg)))  # tuples -> lists, as YAML stores them
-    if saved_cfg.exists() and yaml.safe_load(saved_cfg.read_text()) != plain:
-        raise ValueError(f"{run} holds a run with another config; use a new --out or delete {run}")
-    saved_cfg.write_text(yaml.safe_dump(plain, sort_keys=False))
+    run = open_run(cfg.out, cfg)
 
     episodes = select_episodes(EpisodeStore(cfg.data), cfg.tasks, cfg.demos_per_task)
     spec = RobotSpec.from_dict(episodes[0].meta.spec)

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
-from srpo_trainer.run_checkpoints import latest_checkpoint, restore_trainer_state, save_run_checkpoint
+from srpo_trainer.config import require_positive
 from srpo_trainer.encoders.base import EncoderError, TrajectoryEncoder, sample_frames, to_tensor
+from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
 
 FORMAT = "srpo-world-model/1"
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -100,9 +100,7 @@ class WorldModelTrainConfig:
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "steps", "batch_size", "checkpoint_every", "log_every", "threads")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
@@ -306,13 +304,7 @@ def train_world_model(cfg: WorldModelTrainConfig, progress: bool = True) -> Path
     from srpo_trainer.datasets import random_shift
 
     torch.set_num_threads(cfg.threads)
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    plain = json.loads(json.dumps(asdict(cfg)))
-    saved = run / "config.yaml"
-    if saved.exists() and yaml.safe_load(saved.read_text()) != plain:
-        raise ValueError(f"{run} holds a run with another config; use a new --out or delete {run}")
-    saved.write_text(yaml.safe_dump(plain, sort_keys=False))
+    run = open_run(cfg.out, cfg)
     dataset = WorldModelDataset(_select(cfg), cfg.model)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -64,12 +64,20 @@ class Policy(nn.Module, ABC):
         """Draw one chunk per batch item; ``temperature`` scales the spread (1.0 = the learned distribution)."""
 
     @abstractmethod
-    def log_prob(self, obs: Observation, chunks: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Exact log-probability (B,) of ``chunks`` (B, K, A, env units) under the policy at ``temperature``."""
+    def log_prob(self, obs: Observation, chunks: torch.Tensor, temperature: float = 1.0,
+                 per_element: bool = False) -> torch.Tensor:
+        """Exact log-probability (B,) of ``chunks`` (B, K, A, env units) under the policy at ``temperature``.
+
+        ``per_element``: the log-density of every chunk element (B, K, A) instead (they sum to the chunk's); the
+        RL update takes its ratios per element, as token-level PPO does for VLAs that emit action tokens."""
 
     @abstractmethod
     def predict_action_chunk(self, obs: Observation) -> np.ndarray:
         """The deterministic (mode) chunk (B, K, A) in env units, clipped to the action bounds."""
+
+    def entropy(self, obs: Observation, temperature: float = 1.0) -> torch.Tensor | None:
+        """Entropy (B,) of the chunk distribution, where the policy can give it in closed form (else None)."""
+        return None
 
     def reset(self) -> None:
         """Clear per-episode state (the built-in policy has none)."""

@@ -191,10 +191,15 @@ class TinyVLA(nn.Module):
         return mean, log_std
 
 
-def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log N(x | mean, exp(log_std)^2), summed over the chunk: sum_{k,a} -((x-mu)^2 / 2 sigma^2) - log sigma - log sqrt(2 pi)."""
+def gaussian_log_prob_elements(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x_ka | mu_ka, sigma_ka^2) = -((x-mu)^2 / 2 sigma^2) - log sigma - log sqrt(2 pi), per chunk element."""
     z = (x - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(dim=(-2, -1))
+    return -0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(x | mean, exp(log_std)^2) of the whole chunk: the element log-densities summed over (k, a)."""
+    return gaussian_log_prob_elements(x, mean, log_std).sum(dim=(-2, -1))
 
 
 class TinyVLAPolicy(Policy):
@@ -236,10 +241,19 @@ class TinyVLAPolicy(Policy):
         x = mean + noise * log_std.exp()
         return PolicyOutput(self.processor.unnormalize_actions(x), gaussian_log_prob(x, mean, log_std))
 
-    def log_prob(self, obs: Observation, chunks: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    def log_prob(self, obs: Observation, chunks: torch.Tensor, temperature: float = 1.0,
+                 per_element: bool = False) -> torch.Tensor:
         mean, log_std = self.distribution(obs, temperature)
         x = self.processor.normalize_actions(torch.as_tensor(chunks, dtype=mean.dtype, device=mean.device))
+        if per_element:
+            return gaussian_log_prob_elements(x, mean, log_std)
         return gaussian_log_prob(x, mean, log_std)
+
+    def entropy(self, obs: Observation, temperature: float = 1.0) -> torch.Tensor:
+        """Differential entropy of the diagonal Gaussian chunk: sum_{k,a} log sigma + 0.5 log(2 pi e)."""
+        mean, log_std = self.distribution(obs, temperature)
+        per_chunk = (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum()
+        return per_chunk.expand(mean.shape[0])
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: Observation) -> np.ndarray:
@@ -306,4 +320,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["CheckpointError", "TinyVLA", "TinyVLAConfig", "TinyVLAPolicy", "count_parameters", "gaussian_log_prob"]
+__all__ = ["CheckpointError", "TinyVLA", "TinyVLAConfig", "TinyVLAPolicy", "count_parameters", "gaussian_log_prob",
+           "gaussian_log_prob_elements"]

@@ -7,7 +7,8 @@
     KL_k3    = mean_i (exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1)        optional penalty to the reference
 
 A group g is the n rollouts of one prompt (a task and an initial state). Rewards and advantages are per trajectory
-(gamma = lambda = 1, the advantage is broadcast to every action chunk of the trajectory).
+(gamma = lambda = 1, the advantage is broadcast to every action chunk of the trajectory). The ratio is taken per
+element of an action chunk (per action token in the reference's VLAs), and the loss averages over elements.
 """
 
 from __future__ import annotations
@@ -45,24 +46,37 @@ def dynamic_sampling_mask(successes: np.ndarray, groups: np.ndarray, low: float 
     return keep
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """mean over the elements where ``mask`` is 1 (all elements without a mask); ``mask`` broadcasts to ``x``."""
+    if mask is None:
+        return x.mean()
+    m = torch.broadcast_to(mask.to(x.dtype), x.shape)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
 def ppo_clip_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_low: float = 0.2,
-                  clip_high: float = 0.28, log_ratio_clamp: float = 20.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """L = -mean min(rho A, clip(rho, 1 - clip_low, 1 + clip_high) A), rho = exp(clamp(logp - logp_old, +-c))."""
+                  clip_high: float = 0.28, log_ratio_clamp: float = 20.0, mask: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    """L = -mean min(rho A, clip(rho, 1 - clip_low, 1 + clip_high) A), rho = exp(clamp(logp - logp_old, +-c)).
+
+    The mean runs over every element of ``logp`` (one per action token / chunk element: token-level PPO) where
+    ``mask`` is 1; ``advantages`` broadcast to ``logp`` (one per trajectory, shaped e.g. (N, 1, 1))."""
     log_ratio = torch.clamp(logp - logp_old, -log_ratio_clamp, log_ratio_clamp)
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * advantages
-    loss = -torch.minimum(unclipped, clipped).mean()
+    loss = -masked_mean(torch.minimum(unclipped, clipped), mask)
     with torch.no_grad():
-        clip_frac = (clipped < unclipped).float().mean().item()  # where the clip is active (no gradient)
-        approx_kl = ((ratio - 1) - log_ratio).mean().item()  # k3 estimate of KL(old || new)
-    return loss, {"clip_fraction": clip_frac, "approx_kl": approx_kl, "ratio_mean": ratio.mean().item()}
+        clip_frac = masked_mean((clipped < unclipped).float(), mask).item()  # where the clip is active (no gradient)
+        approx_kl = masked_mean((ratio - 1) - log_ratio, mask).item()  # k3 estimate of KL(old || new) per element
+        ratio_mean = masked_mean(ratio, mask).item()
+    return loss, {"clip_fraction": clip_frac, "approx_kl": approx_kl, "ratio_mean": ratio_mean}
 
 
-def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """k3 estimator of KL(pi || pi_ref) from samples of pi: mean(exp(d) - d - 1), d = log pi_ref - log pi (>= 0)."""
     d = logp_ref - logp
-    return (torch.exp(d) - d - 1.0).mean()
+    return masked_mean(torch.exp(d) - d - 1.0, mask)
 
 
-__all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "ppo_clip_loss"]
+__all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "masked_mean", "ppo_clip_loss"]

@@ -15,6 +15,13 @@ def test_yaml_plus_overrides(tmp_path):
     assert cfg.tasks == ["open_drawer", "press_button"]
 
 
+def test_exponent_without_a_dot_is_a_number():
+    # YAML 1.1 reads 5e-5 as a string; a learning rate written that way must still work
+    assert load_config(SFTConfig, None, ["lr=5e-5"]).lr == 5e-5
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(SFTConfig, None, ["lr=fast"])
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -53,3 +53,29 @@ def test_kl_penalty_is_zero_at_the_reference_and_positive_elsewhere():
     logp = torch.tensor([-1.0, -2.0])
     assert kl_penalty(logp, logp).item() == 0.0
     assert kl_penalty(logp, logp + 0.5).item() > 0
+
+
+def test_masked_per_element_loss_ignores_unexecuted_steps():
+    # two chunks of K=2 steps x A=1; the second step of chunk 1 never ran (episode ended): its huge ratio is ignored
+    logp_old = torch.zeros(2, 2, 1)
+    logp = torch.log(torch.tensor([[[1.1], [1.1]], [[1.1], [50.0]]]))
+    adv = torch.tensor([1.0, 1.0])[:, None, None]
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])[..., None]
+    loss, info = ppo_clip_loss(logp, logp_old, adv, mask=mask)
+    assert loss.item() == pytest.approx(-1.1)
+    assert info["clip_fraction"] == 0.0 and info["ratio_mean"] == pytest.approx(1.1)
+    assert kl_penalty(logp, logp_old, mask).item() == pytest.approx(kl_penalty(torch.log(torch.full((3,), 1.1)),
+                                                                                torch.zeros(3)).item())
+
+
+def test_dynamic_sampling_then_advantages_only_see_informative_groups():
+    """The filter's effect on the update: dropped groups contribute no advantage at all."""
+    success = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0], dtype=float)
+    rewards = success * 5.0 + np.array([0, 0, 0, 0, 1, 2, 3, 4, 0, 1, 2, 3.0]) * (1 - success)
+    groups = np.repeat([0, 1, 2], 4)
+    keep = dynamic_sampling_mask(success, groups, 0.1, 0.9)
+    adv = group_advantages(rewards, groups)
+    assert keep.tolist() == [False] * 8 + [True] * 4
+    kept = adv[keep]
+    assert kept[0] == kept.max() and np.argsort(kept[1:]).tolist() == [0, 1, 2]  # success first, then progress
+    assert abs(kept.mean()) < 1e-9 and kept.std() == pytest.approx(1.0, abs=1e-5)

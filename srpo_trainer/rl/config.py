@@ -1,0 +1,188 @@
+"""Typed configuration of ``srpo train`` (YAML under ``configs/`` plus ``key.sub=value`` overrides).
+
+Every value is checked when the config is built, so a bad value stops the run before any rollout starts.
+Defaults follow the SRPO reference where it applies to a small policy on CPU; departures are named in the field's
+docstring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
+from srpo_trainer.config import require_positive
+from srpo_trainer.encoders import ENCODERS
+from srpo_trainer.progress_reward import ProgressRewardConfig
+from srpo_trainer.rl.rewards import REWARD_MODES
+
+FILTERS = ("success_rate", "none")
+AGGREGATIONS = ("trajectory_mean", "token_mean")
+
+
+def _prompt_reference() -> ProgressRewardConfig:
+    return ProgressRewardConfig(reference="prompt_or_task")
+
+
+@dataclass
+class RolloutConfig:
+    """How each RL step samples its batch."""
+
+    tasks: list[str] | None = None
+    """Tasks to train on (default: every task of the suite)."""
+    train_states: int = 50
+    """Prompts use initial states 0..N-1 of the TRAIN split; evaluation uses the held-out split."""
+    prompts_per_step: int = 10
+    """Prompts (task + initial state) per RL step; tasks are cycled so each gets the same share."""
+    group_size: int = 8
+    """Rollouts per prompt (n in the paper)."""
+    temperature: float = 1.0
+    """Sampling temperature: scales the policy's std (the reference uses 1.6 for token logits)."""
+    execute_steps: int = 8
+    """Actions executed open loop from each sampled chunk (the chunk's log-prob is what the update scores)."""
+    workers: int = 2
+    """Simulator processes."""
+
+    def __post_init__(self) -> None:
+        for t in self.tasks or []:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r}; available: {sorted(TASKS)}")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("rollout.tasks is empty")
+        if self.group_size < 2:
+            raise ValueError(f"rollout.group_size must be >= 2 (group-normalised advantages), got {self.group_size}")
+        if not 1 <= self.train_states <= SPLIT_SIZES["train"]:
+            raise ValueError(f"rollout.train_states must be in 1..{SPLIT_SIZES['train']}, got {self.train_states}")
+        if self.prompts_per_step < 1 or self.workers < 1 or self.execute_steps < 1:
+            raise ValueError("rollout.prompts_per_step, workers and execute_steps must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError(f"rollout.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class WorldModelFitConfig:
+    """Fit the built-in world model before the first update when ``reward.encoder_path`` is not given."""
+
+    data: str | None = None
+    """Episode store(s), comma-separated (e.g. the SFT demos); the first step's rollouts are always added."""
+    steps: int = 1500
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("reward.world_model.steps and batch_size must be >= 1")
+
+
+@dataclass
+class RewardConfig:
+    mode: str = "srpo"
+    """srpo (progress reward), binary (GRPO baseline: success only) or oracle (true progress: an upper bound)."""
+    coef: float = 5.0
+    """Reward coefficient (reference: 5.0), applied to the trajectory's reward on its last step."""
+    encoder: str = "builtin"
+    """Trajectory encoder for ``srpo``: builtin, pixels, random, vjepa2 or image."""
+    encoder_path: str | None = None
+    """Checkpoint of the encoder (a world model for ``builtin``); None with builtin: fit one first (world_model)."""
+    camera: str = "agentview"
+    """Camera whose frames the encoder sees (the reference uses the third-person view)."""
+    progress: ProgressRewardConfig = field(default_factory=_prompt_reference)
+    """Progress-reward constants. Departure: reference ``prompt_or_task`` (the paper: ``task``) because the
+    per-task reference ranks failures by layout, not progress (see README, reward fidelity)."""
+    world_model: WorldModelFitConfig = field(default_factory=WorldModelFitConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in REWARD_MODES:
+            raise ValueError(f"reward.mode must be one of {REWARD_MODES}, got {self.mode!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"reward.encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.coef <= 0:
+            raise ValueError(f"reward.coef must be > 0, got {self.coef}")
+
+
+@dataclass
+class FilterConfig:
+    """Dynamic sampling: keep prompts whose group success rate lies in [low, high]."""
+
+    kind: str = "success_rate"
+    """success_rate (the reference) or none."""
+    low: float = 0.1
+    high: float = 0.9
+    min_kept_prompts: int = 2
+    """Refill (roll out more prompts) while fewer prompts than this survive the filter ..."""
+    max_refills: int = 2
+    """... at most this many times per step."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in FILTERS:
+            raise ValueError(f"filter.kind must be one of {FILTERS}, got {self.kind!r}")
+        if not 0 <= self.low <= self.high <= 1:
+            raise ValueError(f"need 0 <= filter.low <= filter.high <= 1, got {self.low}, {self.high}")
+        if self.min_kept_prompts < 0 or self.max_refills < 0:
+            raise ValueError("filter.min_kept_prompts and max_refills must be >= 0")
+
+
+@dataclass
+class UpdateConfig:
+    """PPO-clip update (see ``rl/objectives.py``)."""
+
+    lr: float = 3e-5
+    weight_decay: float = 0.0
+    epochs: int = 1
+    minibatch_size: int = 64
+    """Decisions (sampled chunks) per gradient step."""
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    log_ratio_clamp: float = 20.0
+    kl_coef: float = 0.0
+    """Weight of the k3 KL penalty to the initial policy (0: off, as in the reference scripts)."""
+    grad_clip: float = 1.0
+    adv_eps: float = 1e-6
+    loss_aggregation: str = "trajectory_mean"
+    """How element losses are averaged: ``trajectory_mean`` (every trajectory weighs the same, however long) or
+    ``token_mean`` (every chunk element weighs the same, the reference). Departure from the reference: failures run
+    to the step limit while successes stop early, so under token_mean the long failures dominate the gradient and the
+    update mostly pushes probability away from failed actions (the length bias described by Dr. GRPO)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.epochs < 1 or self.minibatch_size < 1:
+            raise ValueError("update.lr must be > 0, epochs and minibatch_size >= 1")
+        if self.clip_low <= 0 or self.clip_high <= 0 or self.clip_low >= 1:
+            raise ValueError("need 0 < update.clip_low < 1 and update.clip_high > 0")
+        if self.kl_coef < 0 or self.grad_clip <= 0:
+            raise ValueError("update.kl_coef must be >= 0 and grad_clip > 0")
+        if self.loss_aggregation not in AGGREGATIONS:
+            raise ValueError(f"update.loss_aggregation must be one of {AGGREGATIONS}, got {self.loss_aggregation!r}")
+
+
+@dataclass
+class RLConfig:
+    """``srpo train``: one SRPO / GRPO run."""
+
+    init: str | None = None
+    """SFT checkpoint to start from (``--init``)."""
+    out: str = "runs/rl"
+    """Run folder (``--out``)."""
+    steps: int = 40
+    """RL steps; each rolls out prompts_per_step x group_size trajectories (plus refills)."""
+    eval_every: int = 5
+    eval_episodes_per_task: int = 10
+    """Held-out initial states 0..N-1 per task, deterministic actions; 0 disables evaluation."""
+    checkpoint_every: int = 5
+    seed: int = 0
+    threads: int = 2
+    """torch intra-op threads (the machines have 2 cores)."""
+    record_rollouts: bool = False
+    """Write every rollout as an episode under ``out/rollouts`` (the first step's always are when a world model is
+    fitted)."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+
+    def __post_init__(self) -> None:
+        require_positive(self, "steps", "eval_every", "checkpoint_every", "threads")
+        if not 0 <= self.eval_episodes_per_task <= SPLIT_SIZES["heldout"]:
+            raise ValueError(f"eval_episodes_per_task must be in 0..{SPLIT_SIZES['heldout']}")
+
+
+__all__ = ["FILTERS", "FilterConfig", "RLConfig", "RewardConfig", "RolloutConfig", "UpdateConfig",
+           "WorldModelFitConfig"]

@@ -1,0 +1,164 @@
+"""The SRPO / GRPO trainer: reward modes, a policy-gradient sanity case, config errors, and a tiny real run that
+resumes to the same metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from srpo_trainer.config import ConfigError, load_config
+from srpo_trainer.progress_reward import ProgressRewardConfig
+from srpo_trainer.rl.config import RLConfig
+from srpo_trainer.rl.objectives import group_advantages, ppo_clip_loss
+from srpo_trainer.rl.rewards import trajectory_rewards
+from srpo_trainer.rl.trainer import RunConfigError, check_run, plan_prompts, train_rl
+
+from .conftest import make_obs
+
+
+def test_reward_modes():
+    success = np.array([True, False, False, True])
+    progress = np.array([1.0, 0.5, 0.1, 1.0])
+    binary, _ = trajectory_rewards("binary", success, 5.0)
+    np.testing.assert_allclose(binary, [5, 0, 0, 5])
+    oracle, _ = trajectory_rewards("oracle", success, 5.0, progress=progress)
+    np.testing.assert_allclose(oracle, [5, 5 * 0.6 * 0.5, 5 * 0.6 * 0.1, 5])
+    emb = np.array([[0.0, 0.0], [0.5, 0.0], [3.0, 0.0], [0.1, 0.0]])
+    srpo, diags = trajectory_rewards("srpo", success, 5.0, embeddings=emb, tasks=["t"] * 4,
+                                     progress_cfg=ProgressRewardConfig())
+    assert srpo[0] == srpo[3] == 5.0 and 5.0 * 0.6 > srpo[1] > srpo[2] > 0  # closer to the successes scores more
+    assert diags["t"].successes == 2
+    with pytest.raises(ValueError, match="reward mode"):
+        trajectory_rewards("dense", success, 1.0)
+    with pytest.raises(ValueError, match="ground-truth progress"):
+        trajectory_rewards("oracle", success, 1.0)
+
+
+def test_policy_gradient_raises_the_probability_of_the_rewarded_action(policy):
+    """A one-step task: reward 1 when the first action element exceeds its mean at the start. A few PPO updates
+    from group-normalised advantages move the policy towards it."""
+    torch.manual_seed(0)
+    obs = make_obs(batch=1)
+    batch = type(obs)({c: np.repeat(v, 32, axis=0) for c, v in obs.images.items()}, np.repeat(obs.proprio, 32, 0),
+                      obs.instructions * 32)
+    with torch.no_grad():
+        start = policy.predict_action_chunk(obs)[0, 0, 0]
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    policy.eval()
+    for _ in range(8):
+        with torch.no_grad():
+            out = policy.sample(batch, 1.0, gen)
+            old = policy.log_prob(batch, out.chunks, per_element=True)
+        reward = (out.chunks[:, 0, 0] > start).double().numpy()
+        adv = torch.tensor(group_advantages(reward, np.zeros(32)), dtype=torch.float32)[:, None, None]
+        for _ in range(2):
+            loss, _ = ppo_clip_loss(policy.log_prob(batch, out.chunks, per_element=True), old, adv)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        after = policy.predict_action_chunk(obs)[0, 0, 0]
+        mean, log_std = policy.distribution(obs)
+    sigma = float(np.exp(log_std[0, 0].item()) * policy.processor.stats.action_std[0])
+    assert after - start > 0.5 * sigma, (start, after, sigma)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rollout.group_size=-2", "group_size must be >= 2"),
+    ("reward.mode=dense", "reward.mode must be one of"),
+    ("filter.low=0.8", "filter.low <= filter.high"),
+    ("rollout.tasks=[fly]", "unknown task"),
+    ("update.lr=0", "update.lr"),
+])
+def test_bad_config_values_fail_when_the_config_is_built(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RLConfig, "configs/quick.yaml", [override, "filter.high=0.5"] if "low" in override else [override])
+
+
+def test_missing_inputs_fail_before_any_rollout(tmp_path, policy):
+    policy.save_pretrained(tmp_path / "init")
+    cfg = load_config(RLConfig, "configs/quick.yaml", [f"init={tmp_path / 'init'}", f"out={tmp_path / 'run'}"])
+    with pytest.raises(RunConfigError, match="needs a world model"):
+        train_rl(cfg, progress=False)
+    assert not (tmp_path / "run").exists()  # nothing ran, nothing written
+    for override, message in [("init=nowhere", "not a policy checkpoint"),
+                              ("reward.encoder_path=nowhere", "does not exist"),
+                              ("reward.world_model.data=nowhere", "not a directory"),
+                              ("reward.encoder=vjepa2", "needs reward.encoder_path")]:
+        bad = load_config(RLConfig, "configs/quick.yaml", [f"init={tmp_path / 'init'}", override])
+        with pytest.raises(RunConfigError, match=message):
+            check_run(bad)
+
+
+def test_prompts_cycle_tasks_and_use_train_states_only():
+    cfg = load_config(RLConfig, "configs/quick.yaml", ["rollout.prompts_per_step=8", "rollout.train_states=5"])
+    prompts = plan_prompts(cfg, step=3, refill=0)
+    tasks = [t for t, _ in prompts]
+    assert all(tasks.count(t) == 2 for t in cfg.rollout.tasks)
+    assert all(0 <= i < 5 for _, i in prompts)
+    assert prompts == plan_prompts(cfg, 3, 0) and prompts != plan_prompts(cfg, 4, 0)
+
+
+def _tiny_run(tmp_path, init, demos, name, extra=()):
+    return ["train", "--config", "configs/quick.yaml", "--init", str(init), "--out", str(tmp_path / name),
+            "rollout.tasks=[reach_red_cube, press_button]", "rollout.prompts_per_step=2", "rollout.group_size=2",
+            "rollout.train_states=3", "steps=3", "eval_every=3", "eval_episodes_per_task=1", "checkpoint_every=1",
+            "filter.kind=none", f"reward.world_model.data={demos}", "reward.world_model.steps=20",
+            "reward.world_model.batch_size=8", *extra]
+
+
+def _without_times(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def test_tiny_end_to_end_run_and_exact_resume(tmp_path, policy, demo_store):
+    """Every stage runs for real (rollouts in simulator processes, world-model fit, srpo reward, PPO update,
+    held-out eval, checkpoints), and an interrupted run resumes to the uninterrupted run's metrics."""
+    init = policy.save_pretrained(tmp_path / "init")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+
+    def srpo(*args, **kw):
+        return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True,
+                              timeout=600, env={**env, **kw})
+
+    r = srpo(*_tiny_run(tmp_path, init, demo_store.root, "full"))
+    assert r.returncode == 0, r.stderr
+    full = tmp_path / "full"
+    rows = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == [0, 1, 2, 3]
+    assert "eval/success" in rows[0] and "eval/success" in rows[-1]
+    assert all("update/loss" in x and x["rollout/trajectories"] == 4 for x in rows[1:])
+    assert rows[1]["update/old_logp_drift"] < 1e-3  # the update scores exactly what the rollout sampled
+    assert (full / "world_model" / "final" / "model.safetensors").exists()
+    assert (full / "checkpoints" / "step_0000003" / "model.safetensors").exists()
+    assert (full / "final" / "config.json").exists() and (full / "learning.png").stat().st_size > 0
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["env_steps"] == rows[-1]["env_steps"] > 0
+
+    # killed (the whole process group, simulator workers included) once step 2's checkpoint is in place
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "srpo.cli", *_tiny_run(tmp_path, init, demo_store.root, "cut")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    pointer = cut / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if pointer.is_file() and pointer.read_text().strip() == "step_0000002":
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    r = srpo(*_tiny_run(tmp_path, init, demo_store.root, "cut"))
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stdout
+    resumed = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert _without_times(resumed) == _without_times(rows)
