@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -296,7 +297,9 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
         success = np.array([e.meta.success for e in episodes])
         env_steps += sum(e.length for e in episodes)
         if cfg.record_rollouts or (encoder is None and cfg.reward.mode == "srpo"):
-            store = EpisodeStore(run / "rollouts" / f"step_{done:05d}")
+            step_dir = run / "rollouts" / f"step_{done:05d}"
+            shutil.rmtree(step_dir, ignore_errors=True)  # a step re-run after an interruption replaces its episodes
+            store = EpisodeStore(step_dir)
             for e in episodes:
                 store.write(e)
         t0 = time.perf_counter()

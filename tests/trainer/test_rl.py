@@ -162,3 +162,15 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, policy, demo_store):
     assert "resuming" in r.stdout
     resumed = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
     assert _without_times(resumed) == _without_times(rows)
+
+
+def test_executed_mask_covers_only_steps_that_ran():
+    from types import SimpleNamespace
+
+    from srpo_trainer.rl.trainer import executed_mask
+
+    eps = [SimpleNamespace(length=10, chunk_steps=np.array([0, 8])), SimpleNamespace(length=3, chunk_steps=[0])]
+    mask = executed_mask(eps, [(0, 0), (0, 1), (1, 0)], chunk_size=8, execute_steps=8)
+    assert mask.shape == (3, 8, 1)
+    assert mask[:, :, 0].sum(dim=1).tolist() == [8, 2, 3]
+    assert executed_mask(eps, [(0, 0)], chunk_size=8, execute_steps=4)[0, :, 0].tolist() == [1] * 4 + [0] * 4
