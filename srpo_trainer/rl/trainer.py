@@ -46,7 +46,7 @@ from srpo_trainer.progress_reward import SuccessMemory
 from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.objectives import dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss
 from srpo_trainer.rl.rewards import trajectory_rewards
-from srpo_trainer.rollouts import run_policy_episodes
+from srpo_trainer.rollouts import decision_observation, run_policy_episodes
 from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
@@ -126,10 +126,10 @@ def _keep_mask(cfg: RLConfig, episodes: list[Episode], groups: np.ndarray) -> np
 
 # ----------------------------------------------------------------------------------------------------- update
 def _decision_batch(episodes: list[Episode], items: list[tuple[int, int]]) -> tuple[Observation, torch.Tensor]:
-    cams = list(episodes[0].images)
-    images = {c: np.stack([episodes[e].images[c][episodes[e].chunk_steps[j]] for e, j in items]) for c in cams}
-    proprio = np.stack([episodes[e].proprio[episodes[e].chunk_steps[j]] for e, j in items])
-    instructions = [episodes[e].meta.instruction for e, _ in items]
+    views = [decision_observation(episodes[e], int(episodes[e].chunk_steps[j])) for e, j in items]
+    images = {c: np.stack([v[0][c] for v in views]) for c in views[0][0]}
+    proprio = np.stack([v[1] for v in views])
+    instructions = [v[2] for v in views]
     chunks = torch.from_numpy(np.stack([episodes[e].chunks[j] for e, j in items]))
     return Observation(images, proprio, instructions), chunks
 
