@@ -1,19 +1,23 @@
 """The learning benchmark: SRPO vs GRPO (binary reward) vs an oracle-progress reward, from one weak SFT policy.
 
-    python benchmarks/learning.py --out benchmarks/results                        # 3 modes x 3 seeds (~90 min)
-    python benchmarks/learning.py --modes srpo,binary --seeds 0 --steps 4 --eval-every 2 --out /tmp/learn
+    python benchmarks/learning.py --out benchmarks/results                 # the full benchmark (see README for time)
+    python benchmarks/learning.py --modes oracle --seeds 0 --steps 2 --eval-episodes-per-task 5 --out /tmp/learn
 
-Every run starts from the same weak SFT checkpoint (the few-demo start picked by ``benchmarks/sft_baselines.py``),
-uses ``configs/srpo.yaml`` with only ``reward.mode`` and the seed changed, and gets the same number of RL steps;
-the environment steps each run actually used are reported too. Held-out success (deterministic actions, held-out
-initial states that RL never trains on) is measured every ``--eval-every`` steps.
+Stages, each cached under ``--work`` (an interrupted benchmark resumes where it stopped):
+1. the weak start: perturbed (DART) expert demos for ``--tasks`` and a few-demo SFT of the built-in VLA on them
+   (or ``--init CKPT``);
+2. the start's held-out evaluation, once, shared by every run (same states, same sampling seed as the runs' own);
+3. for every seed and reward mode: ``srpo train --config configs/srpo.yaml`` with only ``reward.mode`` and the seed
+   changed. Refills are off, so every mode uses exactly the same number of trajectories per step. The srpo runs
+   fit the built-in world model on the demos plus their first step's rollouts (never on labels or progress).
 
-The ``srpo`` runs score failures with the built-in world model named by ``--world-model`` (by default the one
-``benchmarks/reward_fidelity.py`` trained on train-split attempts and demos; it is trained here if missing).
+Evaluation: all ``--eval-episodes-per-task`` held-out initial states of every task (200 episodes per point by
+default), deterministic (mean) actions, and sampled actions as a second view; the same states for every run, so
+differences are paired. Intervals: Wilson 95% for one evaluation; for a mode over seeds, and for every difference, a
+95% bootstrap that resamples training seeds and then held-out states (it carries both sources of noise).
 
-Writes ``learning.json`` (curves, finals, targets, wall time per RL step split into rollout / reward / update /
-eval) and ``learning.png`` (mean held-out success per mode with a 95% band over seeds). Runs are cached under
-``--work`` and resume where they stopped.
+Writes ``learning.json`` (curves against trajectories, finals, differences, per-task finals, diagnostics, targets,
+time per step) and ``learning.png`` (success against trajectories with 95% bands; final per task).
 """
 
 from __future__ import annotations
@@ -29,74 +33,101 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pyplot, write_json  # noqa: E402
 
-DEFAULT_INIT = "outputs/bench_sft/sft_dart0.3_10demos_3000steps_seed0/final"
-DEFAULT_WM = "outputs/bench_fidelity/wm_4000/final"
+TASKS = "place_red_cube_in_tray,push_red_cube,stack_red_cube_on_blue_cube,press_button"
 COLOURS = {"srpo": "tab:blue", "binary": "tab:orange", "oracle": "tab:green"}
+BOOTSTRAP = 4000
 
 
-def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over seeds (axis 0) and a 95% t-interval (none with one seed)."""
-    from scipy.stats import t
+def bootstrap_mean(outcomes: np.ndarray, rng: np.random.Generator, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``outcomes`` (seeds x episodes; a difference for paired data) with a percentile interval from
+    resampling seeds, then episodes (states), with replacement."""
+    outcomes = np.atleast_2d(np.asarray(outcomes, dtype=np.float64))
+    s, n = outcomes.shape
+    seeds = rng.integers(0, s, (BOOTSTRAP, s))
+    states = rng.integers(0, n, (BOOTSTRAP, n))
+    per_seed = outcomes[seeds]  # (B, s, n)
+    means = np.take_along_axis(per_seed, states[:, None, :].repeat(s, axis=1), axis=2).mean(axis=(1, 2))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(outcomes.mean()), float(lo), float(hi)
 
-    mean = values.mean(0)
-    if len(values) < 2:
-        return mean, mean, mean
-    half = t.ppf(0.975, len(values) - 1) * values.std(0, ddof=1) / np.sqrt(len(values))
-    return mean, mean - half, mean + half
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    from srpo_trainer.evaluate import wilson_interval
+
+    return wilson_interval(k, n)
 
 
-def first_step_reaching(steps: list[int], curve: np.ndarray, level: float) -> int | None:
-    for s, v in zip(steps, curve):
-        if v >= level - 1e-9:
-            return s
-    return None
+def ensure_start(args) -> str:
+    """The weak SFT start (cached): DART demos for the benchmark's tasks, then few-demo SFT."""
+    if args.init:
+        if not Path(args.init, "config.json").is_file():
+            raise SystemExit(f"--init {args.init}: not a policy checkpoint")
+        return args.init
+    from srpo.episodes.store import EpisodeStore
+    from srpo.sim.demos import generate_successful_demos
+    from srpo_trainer.sft import SFTConfig, train_sft
+
+    work, tasks = Path(args.work), args.tasks.split(",")
+    store = EpisodeStore(work / "demos")
+    generate_successful_demos(store, tasks, args.demos, "train", 64, dart_noise=0.3, workers=2)
+    run = work / f"sft_{args.demos}demos_{args.sft_steps}steps"
+    return str(train_sft(SFTConfig(data=str(store.root), out=str(run), tasks=tasks, demos_per_task=args.demos,
+                                   steps=args.sft_steps, seed=0)))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--init", default=DEFAULT_INIT, help="the weak SFT checkpoint every run starts from")
-    parser.add_argument("--world-model", default=DEFAULT_WM, help="built-in world model for the srpo reward")
+    parser.add_argument("--tasks", default=TASKS, help="comma-separated tasks (SFT and RL)")
+    parser.add_argument("--demos", type=int, default=10, help="DART demos per task for the weak SFT start")
+    parser.add_argument("--sft-steps", type=int, default=2000)
+    parser.add_argument("--init", help="start from this checkpoint instead of training the weak start")
     parser.add_argument("--config", default="configs/srpo.yaml")
-    parser.add_argument("--modes", default="srpo,binary,oracle")
+    parser.add_argument("--modes", default="oracle,srpo,binary")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--eval-every", type=int, default=4)
-    parser.add_argument("--eval-episodes-per-task", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--eval-episodes-per-task", type=int, default=50)
     parser.add_argument("--work", default="outputs/bench_learning")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("overrides", nargs="*", help="extra RLConfig overrides for every run")
     args = parser.parse_args()
 
+    import torch
+
     from srpo_trainer.config import load_config
+    from srpo_trainer.policies import load_policy
     from srpo_trainer.rl.config import RLConfig
-    from srpo_trainer.rl.trainer import train_rl
+    from srpo_trainer.rl.exploration import ExplorationPolicy
+    from srpo_trainer.rl.trainer import evaluate_heldout, train_rl
 
-    if not Path(args.init, "config.json").is_file():
-        raise SystemExit(f"--init {args.init}: no SFT checkpoint; run benchmarks/sft_baselines.py first "
-                         "(it writes the weak start there) or pass --init")
+    t_start = time.perf_counter()
+    init = ensure_start(args)
+    work, tasks = Path(args.work), args.tasks.split(",")
     modes, seeds = args.modes.split(","), [int(s) for s in args.seeds.split(",")]
-    if "srpo" in modes and not Path(args.world_model, "config.json").is_file():
-        from srpo_trainer.world_model import WorldModelTrainConfig, train_world_model
+    common = [f"init={init}", f"rollout.tasks=[{','.join(tasks)}]", f"steps={args.steps}",
+              f"eval_every={args.eval_every}", f"eval_episodes_per_task={args.eval_episodes_per_task}",
+              "eval_sampled=true", "eval_start=false", "filter.max_refills=0",
+              f"reward.world_model.data={work / 'demos'}" if not args.init else "", *args.overrides]
+    common = [c for c in common if c]
 
-        data = "outputs/bench_fidelity/attempts_train,outputs/bench_sft/demos_dart0.3"
-        missing = [d for d in data.split(",") if not Path(d).is_dir()]
-        if missing:
-            raise SystemExit(f"--world-model {args.world_model} is missing and so is its data {missing}; run "
-                             "benchmarks/reward_fidelity.py first or pass --world-model")
-        args.world_model = str(train_world_model(WorldModelTrainConfig(
-            data=data, out=str(Path(args.world_model).parent), steps=4000)))
+    start_file = work / f"start_eval_{args.eval_episodes_per_task}.json"
+    if start_file.is_file():
+        start_row = json.loads(start_file.read_text())
+    else:
+        cfg = load_config(RLConfig, args.config, common)
+        torch.set_num_threads(cfg.threads)
+        policy = load_policy(init)
+        start_row = evaluate_heldout(policy, ExplorationPolicy(policy, cfg.exploration), cfg)
+        start_file.parent.mkdir(parents=True, exist_ok=True)
+        start_file.write_text(json.dumps(start_row))
+    print(f"start: held-out success {100 * start_row['eval/success']:.1f}% deterministic, "
+          f"{100 * start_row['eval_sampled/success']:.1f}% sampled ({start_row['eval/episodes']} episodes)")
 
-    work = Path(args.work)
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for seed in seeds:  # seeds outermost: an interrupted benchmark has every mode at equal depth
         for mode in modes:
             run = work / f"{mode}_seed{seed}"
-            overrides = [f"init={args.init}", f"out={run}", f"reward.mode={mode}", f"seed={seed}",
-                         f"steps={args.steps}", f"eval_every={args.eval_every}",
-                         f"eval_episodes_per_task={args.eval_episodes_per_task}", *args.overrides]
-            if mode == "srpo":
-                overrides.append(f"reward.encoder_path={args.world_model}")
-            cfg = load_config(RLConfig, args.config, overrides)
+            cfg = load_config(RLConfig, args.config, [*common, f"out={run}", f"reward.mode={mode}", f"seed={seed}"])
             t0 = time.perf_counter()
             print(f"== {mode} seed {seed} -> {run}")
             train_rl(cfg)
@@ -106,82 +137,131 @@ def main() -> int:
                 wall = max(wall, json.loads(timing.read_text())["wall_s"])
             timing.write_text(json.dumps({"wall_s": wall}))
             rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-            runs[mode].append({"seed": seed, "rows": rows, "wall_s": wall})
+            runs[mode].append({"seed": seed, "rows": [{**start_row, "step": 0, "trajectories": 0}] + rows,
+                               "wall_s": wall})
 
-    result: dict = {"machine": machine(), "init": args.init, "world_model": args.world_model,
-                    "config": args.config, "steps": args.steps, "seeds": seeds, "overrides": args.overrides,
-                    "modes": {}}
-    for mode, items in runs.items():
-        evals = [[r for r in it["rows"] if "eval/success" in r] for it in items]
-        steps = [r["step"] for r in evals[0]]
-        curves = np.array([[r["eval/success"] for r in ev] for ev in evals])
-        mean, lo, hi = band(curves)
-        step_rows = [r for it in items for r in it["rows"] if r["step"] > 0]
-        timing = {k.split("/")[1]: float(np.median([r.get(k, 0.0) for r in step_rows]))
-                  for k in ("time/rollout_s", "time/reward_s", "time/update_s")}
-        timing["eval_s_per_eval"] = float(np.mean([r["time/eval_s"] for ev in evals for r in ev]))
-        result["modes"][mode] = {
-            "steps": steps, "mean": mean.tolist(), "ci95_low": lo.tolist(), "ci95_high": hi.tolist(),
-            "per_seed": {str(it["seed"]): c.tolist() for it, c in zip(items, curves)},
-            "final_mean": float(mean[-1]), "final_ci95": [float(lo[-1]), float(hi[-1])],
-            "env_steps_mean": float(np.mean([it["rows"][-1]["env_steps"] for it in items])),
-            "rollout_success_last": float(np.mean([it["rows"][-1]["rollout/success"] for it in items])),
-            "wall_s_mean": float(np.mean([it["wall_s"] for it in items])), "time_per_step_s": timing,
-            "per_task_final": {k[len("eval_task/"):]: float(np.mean([ev[-1][k] for ev in evals]))
-                               for k in evals[0][-1] if k.startswith("eval_task/")},
-        }
-    targets = {}
-    if "srpo" in result["modes"]:
-        s = result["modes"]["srpo"]
-        targets["srpo_final_ge_0.9"] = s["final_mean"] >= 0.9
-        if "binary" in result["modes"]:
-            b = result["modes"]["binary"]
-            if b["final_mean"] > b["mean"][0]:
-                reach = first_step_reaching(s["steps"], np.array(s["mean"]), b["final_mean"])
-                targets["srpo_steps_to_binary_final"] = reach
-                targets["srpo_reaches_binary_final_within_60pct"] = reach is not None and reach <= 0.6 * args.steps
-            else:  # matching a baseline that never rose above the start says nothing about speed
-                targets["srpo_steps_to_binary_final"] = None
-                targets["srpo_reaches_binary_final_within_60pct"] = None
-                targets["note"] = "binary did not improve on the SFT start: the steps-to-match target is undefined"
-            targets["srpo_minus_binary_final"] = s["final_mean"] - b["final_mean"]
-            targets["srpo_ge_binary_plus_0.10"] = s["final_mean"] - b["final_mean"] >= 0.10
-    result["targets"] = targets
+    result = summarise(runs, start_row, tasks, args, init)
+    result["total_wall_min"] = (time.perf_counter() - t_start) / 60
     out = Path(args.out)
     write_json(out / "learning.json", result)
-
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    ax = axes[0]
+    plot(result, out / "learning.png")
     for mode, r in result["modes"].items():
-        c = COLOURS.get(mode, None)
-        ax.plot(r["steps"], 100 * np.array(r["mean"]), "o-", color=c, label=f"{mode} (final {100 * r['final_mean']:.1f}%)")
-        ax.fill_between(r["steps"], 100 * np.array(r["ci95_low"]), 100 * np.array(r["ci95_high"]), color=c, alpha=0.15)
-    ax.axhline(90, color="gray", ls=":", lw=0.8)
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("held-out success (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"mean over {len(seeds)} seeds, 95% band", fontsize=9)
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    modes_list = list(result["modes"])
-    parts = ["rollout_s", "reward_s", "update_s"]
-    bottom = np.zeros(len(modes_list))
-    for part, colour in zip(parts, ["tab:gray", "tab:purple", "tab:red"]):
-        vals = np.array([result["modes"][m]["time_per_step_s"][part] for m in modes_list])
-        ax.bar(modes_list, vals, bottom=bottom, label=part[:-2], color=colour)
-        bottom += vals
-    ax.set_ylabel("seconds per RL step")
-    ax.set_title("where an RL step's time goes (2-core CPU)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "learning.png", dpi=120)
-    for mode, r in result["modes"].items():
-        print(f"{mode:7s} held-out success {100 * r['mean'][0]:.1f}% -> {100 * r['final_mean']:.1f}% "
-              f"(95% CI {100 * r['final_ci95'][0]:.1f}-{100 * r['final_ci95'][1]:.1f}), "
-              f"{r['env_steps_mean']:.0f} env steps, {r['wall_s_mean'] / 60:.1f} min/run")
-    print("targets:", targets)
+        d = r["final"]["eval"]
+        c = r["change"]["eval"]
+        print(f"{mode:7s} held-out {100 * result['start']['eval']['mean']:.1f}% -> {100 * d['mean']:.1f}% "
+              f"(95% CI {100 * d['ci95'][0]:.1f}-{100 * d['ci95'][1]:.1f}); change {100 * c['mean']:+.1f} "
+              f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] after {r['trajectories']} trajectories")
+    print("targets:", json.dumps(result["targets"], indent=1))
     return 0
+
+
+def summarise(runs: dict, start_row: dict, tasks: list[str], args, init: str) -> dict:
+    rng = np.random.default_rng(0)
+    result: dict = {"machine": machine(), "init": init, "config": args.config, "tasks": tasks, "steps": args.steps,
+                    "seeds": [int(s) for s in args.seeds.split(",")], "overrides": args.overrides,
+                    "episodes_per_point": start_row["eval/episodes"], "modes": {}, "start": {}}
+    for name in ("eval", "eval_sampled"):
+        o = np.array(start_row[f"{name}_episodes/success"])
+        result["start"][name] = {"mean": float(o.mean()), "ci95": list(wilson(int(o.sum()), len(o))),
+                                 "per_task": {t: start_row[f"{name}_task/{t}"] for t in tasks}}
+    finals = {}
+    for mode, items in runs.items():
+        evals = [[r for r in it["rows"] if "eval/success" in r] for it in items]
+        r: dict = {"trajectories": int(evals[0][-1]["trajectories"]), "curve": {}, "final": {}, "change": {},
+                   "per_seed_final": {}, "per_task_final": {}, "wall_s_mean": float(np.mean([it["wall_s"] for it in
+                                                                                             items]))}
+        for name in ("eval", "eval_sampled"):
+            key = f"{name}_episodes/success"
+            outcomes = np.array([[ev[k][key] for k in range(len(ev))] for ev in evals])  # seeds x points x episodes
+            curve = [bootstrap_mean(outcomes[:, k], rng) for k in range(outcomes.shape[1])]
+            r["curve"][name] = {"trajectories": [int(e["trajectories"]) for e in evals[0]],
+                                "mean": [c[0] for c in curve], "ci95": [[c[1], c[2]] for c in curve]}
+            r["final"][name] = {"mean": curve[-1][0], "ci95": [curve[-1][1], curve[-1][2]]}
+            change = bootstrap_mean(outcomes[:, -1] - outcomes[:, 0], rng)
+            r["change"][name] = {"mean": change[0], "ci95": [change[1], change[2]]}
+            r["per_seed_final"][name] = outcomes[:, -1].mean(axis=1).tolist()
+            r["per_task_final"][name] = {t: float(np.mean([ev[-1][f"{name}_task/{t}"] for ev in evals])) for t in tasks}
+            finals[(mode, name)] = outcomes[:, -1]
+        steps = [row for it in items for row in it["rows"] if row["step"] > 0 and "rollout/success" in row]
+        r["time_per_step_s"] = {k.split("/")[1]: float(np.median([row.get(k, 0.0) for row in steps]))
+                                for k in ("time/rollout_s", "time/reward_s", "time/update_s")}
+        r["time_per_step_s"]["eval_s_per_eval"] = float(np.mean([row["time/eval_s"] for ev in evals for row in ev[1:]]))
+        r["env_steps_mean"] = float(np.mean([it["rows"][-1]["env_steps"] for it in items]))
+        r["diagnostics"] = {k: float(np.nanmean([row.get(k, np.nan) for row in steps])) for k in (
+            "rollout/success", "filter/kept_prompts", "filter/kept_all_fail_prompts", "update/kl_final",
+            "update/clip_fraction", "update/epochs_done", "update/optimizer_steps", "update/grad_cosine",
+            "policy/explore_std", "advantage/abs_max")}
+        result["modes"][mode] = r
+    targets: dict = {}
+    m = result["modes"]
+    start = result["start"]["eval"]
+    for mode in ("oracle", "srpo"):
+        if mode in m:
+            c = m[mode]["change"]["eval"]
+            targets[f"{mode}_change_points"] = 100 * c["mean"]
+            targets[f"{mode}_ge_start_plus_20"] = c["mean"] >= 0.20
+            targets[f"{mode}_ci_above_start_ci"] = m[mode]["final"]["eval"]["ci95"][0] > start["ci95"][1]
+    if "srpo" in m:
+        targets["srpo_final_ge_0.8"] = m["srpo"]["final"]["eval"]["mean"] >= 0.8
+        weakest = sorted(result["start"]["eval"]["per_task"], key=lambda t: result["start"]["eval"]["per_task"][t])
+        targets["srpo_weakest_tasks_change"] = {t: m["srpo"]["per_task_final"]["eval"][t] -
+                                                result["start"]["eval"]["per_task"][t] for t in weakest[:3]}
+    if "srpo" in m and "binary" in m:
+        diff = bootstrap_mean(finals[("srpo", "eval")] - finals[("binary", "eval")], rng)
+        targets["srpo_minus_binary_points"] = 100 * diff[0]
+        targets["srpo_minus_binary_ci95_points"] = [100 * diff[1], 100 * diff[2]]
+        targets["srpo_ge_binary_plus_10"] = diff[0] >= 0.10
+        b_final = m["binary"]["final"]["eval"]["mean"]
+        curve = m["srpo"]["curve"]["eval"]
+        reach = next((t for t, v in zip(curve["trajectories"], curve["mean"]) if v >= b_final - 1e-9), None)
+        if b_final > start["mean"]:
+            targets["srpo_trajectories_to_binary_final"] = reach
+            targets["srpo_reaches_binary_final_within_0.6x"] = (reach is not None and
+                                                                reach <= 0.6 * m["binary"]["trajectories"])
+        else:
+            targets["srpo_trajectories_to_binary_final"] = None
+            targets["note"] = "binary did not improve on the start: trajectories-to-match is undefined"
+    result["targets"] = targets
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    plt = pyplot()
+    tasks = result["tasks"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9), gridspec_kw={"width_ratios": [3, 3, 3]})
+    for ax, name, label in ((axes[0], "eval", "deterministic (mean) actions"),
+                            (axes[1], "eval_sampled", "sampled actions")):
+        start = result["start"][name]
+        for mode, r in result["modes"].items():
+            c = r["curve"][name]
+            x = np.array(c["trajectories"])
+            y = 100 * np.array(c["mean"])
+            lo, hi = 100 * np.array(c["ci95"]).T
+            ax.plot(x, y, "o-", color=COLOURS.get(mode), label=f"{mode}: {y[-1]:.1f}%")
+            ax.fill_between(x, lo, hi, color=COLOURS.get(mode), alpha=0.15)
+        ax.axhspan(100 * start["ci95"][0], 100 * start["ci95"][1], color="gray", alpha=0.15,
+                   label=f"start {100 * start['mean']:.1f}% (95% CI)")
+        ax.set_xlabel("trajectories (RL rollouts)")
+        ax.set_ylabel("held-out success (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{label}: {len(result['seeds'])} seeds x {result['episodes_per_point']} held-out episodes, "
+                     "95% bootstrap", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    ax = axes[2]
+    width = 0.8 / (len(result["modes"]) + 1)
+    x = np.arange(len(tasks))
+    ax.bar(x, [100 * result["start"]["eval"]["per_task"][t] for t in tasks], width, color="gray", label="start")
+    for k, (mode, r) in enumerate(result["modes"].items(), start=1):
+        ax.bar(x + k * width, [100 * r["per_task_final"]["eval"][t] for t in tasks], width, color=COLOURS.get(mode),
+               label=mode)
+    ax.set_xticks(x + width * len(result["modes"]) / 2, [t.replace("_", " ") for t in tasks], rotation=15,
+                  ha="right", fontsize=7)
+    ax.set_ylabel("held-out success (%), deterministic")
+    ax.set_ylim(0, 100)
+    ax.set_title("final success per task (mean over seeds)", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -270,10 +270,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from srpo_trainer.evaluate import EvalConfig, evaluate
     from srpo_trainer.policies import CheckpointError, load_policy
 
-    overrides = list(args.overrides) + [f"suite={args.suite}", f"split={args.split}",
-                                        f"episodes_per_task={args.episodes_per_task}", f"workers={args.workers}"]
-    if args.tasks:
-        overrides.append(f"tasks=[{args.tasks}]")
+    # flags override the YAML only when given; key=value overrides come last and win over both
+    flags = {"suite": args.suite, "split": args.split, "episodes_per_task": args.episodes_per_task,
+             "workers": args.workers, "tasks": f"[{args.tasks}]" if args.tasks else None}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
     try:
         cfg = load_config(EvalConfig, args.config, overrides)
         from srpo.spec import TABLETOP_SPEC
@@ -358,12 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a policy checkpoint on the simulation suite")
     p.add_argument("--policy", required=True, help="checkpoint folder (config.json + model.safetensors)")
-    p.add_argument("--suite", default="tabletop")
-    p.add_argument("--episodes-per-task", type=int, default=10)
-    p.add_argument("--split", default="heldout", choices=("train", "heldout"))
+    p.add_argument("--suite", help="simulation suite (default: tabletop)")
+    p.add_argument("--episodes-per-task", type=int, help="held-out states per task (default: 10)")
+    p.add_argument("--split", choices=("train", "heldout"), help="initial-state split (default: heldout)")
     p.add_argument("--tasks", default="", help="comma-separated tasks (default: all)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--config", help="YAML file with EvalConfig fields")
+    p.add_argument("--workers", type=int, help="simulator processes (default: 2)")
+    p.add_argument("--config", help="YAML file with EvalConfig fields (flags and key=value overrides win over it)")
     p.add_argument("--out", required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. execute_steps=4 temperature=1.0")
     p.set_defaults(func=cmd_eval)

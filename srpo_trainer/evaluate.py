@@ -67,6 +67,19 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def paired_difference(before: np.ndarray, after: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean change after - before of paired outcomes (the same states evaluated twice) with a t-interval on the
+    per-state differences. Pairing removes the between-state variance that two independent intervals would carry."""
+    from scipy.stats import t
+
+    d = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    if d.shape[0] < 2:
+        raise ValueError("a paired interval needs at least 2 pairs")
+    mean = float(d.mean())
+    half = float(t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
 def summarise(episodes: list[dict]) -> dict:
     by_task = defaultdict(list)
     for e in episodes:
@@ -107,8 +120,10 @@ def _plot(summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, progress: bool = True) -> dict:
-    """Evaluate ``policy``; with ``out`` write eval.json, eval.png and episodes.gif there. Returns the summary."""
+def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, progress: bool = True,
+             envs=None) -> dict:
+    """Evaluate ``policy``; with ``out`` write eval.json, eval.png and episodes.gif there. Returns the summary.
+    ``envs``: a running vector env to reuse (see ``run_policy_episodes``)."""
     from tqdm import tqdm
 
     tasks = cfg.tasks or list(TASKS)
@@ -117,7 +132,7 @@ def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, pro
     start = time.perf_counter()
     episodes, clips, _ = run_policy_episodes(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps, cfg.temperature,
                                              cfg.seed, gif_episodes=cfg.gifs if out else 0,
-                                             on_episode=lambda e: bar.update())
+                                             on_episode=lambda e: bar.update(), envs=envs)
     bar.close()
     summary = summarise(episodes)
     summary.update({"policy_version": policy.version, "config": asdict(cfg), "wall_s": time.perf_counter() - start,

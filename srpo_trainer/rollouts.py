@@ -42,9 +42,12 @@ class _Recorder:
 
 def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
                         temperature: float | None, seed: int, record: bool = False, gif_episodes: int = 0,
-                        on_episode: Callable[[dict], None] | None = None,
+                        on_episode: Callable[[dict], None] | None = None, envs=None,
                         ) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
     """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference.
+
+    ``envs``: a running vector env (``make_vector_env``) to reuse, e.g. across RL steps: starting the simulator
+    processes costs seconds per call. It is left open; without it one is started and closed here.
 
     ``temperature`` None acts with the chunk mean (deterministic), else samples at that temperature.
     Returns per-episode results (task, init_state_id, success, progress, length) in job order, side-by-side camera
@@ -58,8 +61,11 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
     size = policy.spec.observation.cameras[0].height
     steps = min(execute_steps, policy.chunk_size)
     gen = torch.Generator().manual_seed(seed)
-    n_env = min(workers, len(jobs))
-    venv = make_vector_env(n_env, image_size=size)
+    if envs is not None:
+        venv, n_env = envs, envs.num_envs
+    else:
+        n_env = min(workers, len(jobs))
+        venv = make_vector_env(n_env, image_size=size)
     pending = list(enumerate(jobs))
     current: list[tuple[int, tuple[str, int]] | None] = [None] * n_env
     queues: list[list[np.ndarray]] = [[] for _ in range(n_env)]
@@ -163,7 +169,8 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
             if finished:
                 assign(finished)
     finally:
-        venv.close()
+        if envs is None:
+            venv.close()
     order = sorted(results)
     return ([results[k] for k in order], [np.stack(gifs[k]) for k in sorted(gifs)],
             [episodes[k] for k in order] if record else [])

@@ -13,10 +13,12 @@ from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
 from srpo_trainer.config import require_positive
 from srpo_trainer.encoders import ENCODERS
 from srpo_trainer.progress_reward import ProgressRewardConfig
+from srpo_trainer.rl.exploration import RATIOS, ExplorationConfig
 from srpo_trainer.rl.rewards import REWARD_MODES
 
-FILTERS = ("success_rate", "none")
+FILTERS = ("reward_spread", "success_rate", "none")
 AGGREGATIONS = ("trajectory_mean", "token_mean")
+ADVANTAGES = ("grpo", "rloo")
 
 
 def _prompt_reference() -> ProgressRewardConfig:
@@ -102,8 +104,12 @@ class RewardConfig:
 class FilterConfig:
     """Dynamic sampling: keep prompts whose group success rate lies in [low, high]."""
 
-    kind: str = "success_rate"
-    """success_rate (the reference) or none."""
+    kind: str = "reward_spread"
+    """reward_spread (keep groups whose rewards differ by at least ``min_spread`` x coef: under a dense reward
+    all-fail groups with a success reference keep their signal; under binary it is the success-rate filter with
+    low = 1/n, high = 1 - 1/n), success_rate (the reference: drops every all-fail group) or none."""
+    min_spread: float = 0.01
+    """reward_spread: the smallest max - min of a group's rewards, as a fraction of ``reward.coef``."""
     low: float = 0.1
     high: float = 0.9
     min_kept_prompts: int = 2
@@ -118,17 +124,32 @@ class FilterConfig:
             raise ValueError(f"need 0 <= filter.low <= filter.high <= 1, got {self.low}, {self.high}")
         if self.min_kept_prompts < 0 or self.max_refills < 0:
             raise ValueError("filter.min_kept_prompts and max_refills must be >= 0")
+        if self.min_spread < 0:
+            raise ValueError(f"filter.min_spread must be >= 0, got {self.min_spread}")
 
 
 @dataclass
 class UpdateConfig:
-    """PPO-clip update (see ``rl/objectives.py``)."""
+    """PPO-clip update (see ``rl/objectives.py``) guarded by a measured KL per chunk."""
 
-    lr: float = 3e-5
+    lr: float = 1e-4
     weight_decay: float = 0.0
-    epochs: int = 1
+    epochs: int = 8
+    """Passes over the step's decisions; the KL guard usually ends the update before the last."""
     minibatch_size: int = 64
     """Decisions (sampled chunks) per gradient step."""
+    ratio: str = "step"
+    """Granularity of the importance ratio: ``element`` (one per chunk element, token-level as the reference's
+    action tokens), ``step`` (one per executed action, summed over its dimensions, as RIPT-VLA-OFT) or ``chunk``
+    (one per decision, as DPPO and RLinf)."""
+    target_kl: float | None = 0.5
+    """KL guard: stop the update once the exact KL(old || new) per decision (over its executed steps, nats),
+    averaged over a mini-batch, exceeds this (checked before each gradient step). None: no guard."""
+    advantage: str = "grpo"
+    """grpo ((R - mean) / max(std, floor) per group) or rloo (R minus the mean of the group's others, / coef)."""
+    adv_std_floor: float = 0.1
+    """grpo: the std never counts as smaller than this fraction of ``reward.coef`` (0 and ``adv_eps``: the
+    reference), so nearly equal rewards are not inflated into unit advantages."""
     clip_low: float = 0.2
     clip_high: float = 0.28
     log_ratio_clamp: float = 20.0
@@ -137,10 +158,13 @@ class UpdateConfig:
     grad_clip: float = 1.0
     adv_eps: float = 1e-6
     loss_aggregation: str = "trajectory_mean"
-    """How element losses are averaged: ``trajectory_mean`` (every trajectory weighs the same, however long) or
-    ``token_mean`` (every chunk element weighs the same, the reference). Departure from the reference: failures run
+    """How per-ratio losses are averaged: ``trajectory_mean`` (every trajectory weighs the same, however long) or
+    ``token_mean`` (every ratio weighs the same, the reference). Departure from the reference: failures run
     to the step limit while successes stop early, so under token_mean the long failures dominate the gradient and the
     update mostly pushes probability away from failed actions (the length bias described by Dr. GRPO)."""
+    grad_snr_every: int = 1
+    """Measure the cosine between the policy gradients of two disjoint halves of the step's batch every N steps
+    (a signal-to-noise diagnostic; 0: never)."""
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.epochs < 1 or self.minibatch_size < 1:
@@ -151,6 +175,14 @@ class UpdateConfig:
             raise ValueError("update.kl_coef must be >= 0 and grad_clip > 0")
         if self.loss_aggregation not in AGGREGATIONS:
             raise ValueError(f"update.loss_aggregation must be one of {AGGREGATIONS}, got {self.loss_aggregation!r}")
+        if self.ratio not in RATIOS:
+            raise ValueError(f"update.ratio must be one of {RATIOS}, got {self.ratio!r}")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"update.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError(f"update.target_kl must be > 0 (or null for no guard), got {self.target_kl}")
+        if self.adv_std_floor < 0 or self.grad_snr_every < 0:
+            raise ValueError("update.adv_std_floor and grad_snr_every must be >= 0")
 
 
 @dataclass
@@ -166,6 +198,12 @@ class RLConfig:
     eval_every: int = 5
     eval_episodes_per_task: int = 10
     """Held-out initial states 0..N-1 per task, deterministic actions; 0 disables evaluation."""
+    eval_start: bool = True
+    """Evaluate the initial policy before the first step (a benchmark that shares one start evaluation across runs
+    turns it off)."""
+    eval_sampled: bool = False
+    """Also evaluate with sampled actions (the exploration distribution at the rollout temperature, fixed seed):
+    the policy RL optimises, beside the deterministic one that deployment runs."""
     checkpoint_every: int = 5
     seed: int = 0
     threads: int = 2
@@ -174,6 +212,7 @@ class RLConfig:
     """Write every rollout as an episode under ``out/rollouts`` (the first step's always are when a world model is
     fitted)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
@@ -182,7 +221,9 @@ class RLConfig:
         require_positive(self, "steps", "eval_every", "checkpoint_every", "threads")
         if not 0 <= self.eval_episodes_per_task <= SPLIT_SIZES["heldout"]:
             raise ValueError(f"eval_episodes_per_task must be in 0..{SPLIT_SIZES['heldout']}")
+        if self.exploration.chunk_correlation > 0 and self.update.ratio != "chunk":
+            raise ValueError("exploration.chunk_correlation > 0 has no per-step density: needs update.ratio=chunk")
 
 
-__all__ = ["FILTERS", "FilterConfig", "RLConfig", "RewardConfig", "RolloutConfig", "UpdateConfig",
+__all__ = ["ADVANTAGES", "ExplorationConfig", "FILTERS", "FilterConfig", "RLConfig", "RewardConfig", "RolloutConfig", "UpdateConfig",
            "WorldModelFitConfig"]

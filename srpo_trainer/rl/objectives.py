@@ -1,10 +1,15 @@
 """The RL update of SRPO / GRPO as small pure functions, each with its formula.
 
-    A_i      = (R_i - mean_{j in g(i)} R_j) / (std_{j in g(i)} R_j + eps)          group-normalised advantage
+    A_i      = (R_i - mean_{j in g(i)} R_j) / max(std_{j in g(i)} R_j, f c)        group-normalised advantage (GRPO)
+    A_i      = (R_i - mean_{j in g(i), j != i} R_j) / c                             leave-one-out baseline (RLOO)
     keep(g)  = low <= mean_{i in g} success_i <= high                              dynamic sampling filter
+    keep(g)  = max_{i in g} R_i - min_{i in g} R_i >= s c                          reward-spread filter
     rho_i    = exp(clamp(log pi(a_i|s_i) - log pi_old(a_i|s_i), -c, c))            importance ratio
     L_clip   = -mean_i min(rho_i A_i, clip(rho_i, 1 - eps_low, 1 + eps_high) A_i)   asymmetric PPO clip (DAPO)
     KL_k3    = mean_i (exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1)        optional penalty to the reference
+
+``c`` is the reward coefficient. The std floor ``f c`` (``f = 0`` and ``+ eps``: the reference) stops a group whose
+rewards are nearly equal from having its tiny differences blown up into unit advantages.
 
 A group g is the n rollouts of one prompt (a task and an initial state). Rewards and advantages are per trajectory
 (gamma = lambda = 1, the advantage is broadcast to every action chunk of the trajectory). The ratio is taken per
@@ -17,9 +22,9 @@ import numpy as np
 import torch
 
 
-def group_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """A_i = (R_i - mean_g R) / (std_g R + eps) within each group (population std, as GRPO); a zero-variance group
-    gets A = 0 everywhere."""
+def group_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float = 1e-6, std_floor: float = 0.0) -> np.ndarray:
+    """A_i = (R_i - mean_g R) / max(std_g R + eps, std_floor) within each group (population std, as GRPO); a
+    zero-variance group gets A = 0 everywhere. ``std_floor`` is in reward units."""
     rewards = np.asarray(rewards, dtype=np.float64)
     groups = np.asarray(groups)
     if rewards.shape != groups.shape:
@@ -28,8 +33,37 @@ def group_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float = 1e-6)
     for g in np.unique(groups):
         idx = groups == g
         r = rewards[idx]
-        adv[idx] = (r - r.mean()) / (r.std() + eps)
+        adv[idx] = (r - r.mean()) / max(r.std() + eps, std_floor)
     return adv
+
+
+def rloo_advantages(rewards: np.ndarray, groups: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """A_i = (R_i - mean_{j in g(i), j != i} R_j) / scale: the leave-one-out baseline (RLOO, as RIPT-VLA), no std
+    normalisation, so a group's advantages are as large as its reward differences. A group of one gets 0."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    groups = np.asarray(groups)
+    if rewards.shape != groups.shape:
+        raise ValueError(f"rewards {rewards.shape} and groups {groups.shape} differ in shape")
+    adv = np.zeros_like(rewards)
+    for g in np.unique(groups):
+        idx = groups == g
+        n = int(idx.sum())
+        if n > 1:
+            r = rewards[idx]
+            adv[idx] = (r - (r.sum() - r) / (n - 1)) / scale
+    return adv
+
+
+def reward_spread_mask(rewards: np.ndarray, groups: np.ndarray, min_spread: float) -> np.ndarray:
+    """True for rollouts whose group's rewards span at least ``min_spread`` (max - min): the groups that carry a
+    signal under a dense reward, all-fail groups included whenever their failures were scored against a reference."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    groups = np.asarray(groups)
+    keep = np.zeros(len(rewards), dtype=bool)
+    for g in np.unique(groups):
+        idx = groups == g
+        keep[idx] = np.ptp(rewards[idx]) >= max(min_spread, 1e-12)
+    return keep
 
 
 def dynamic_sampling_mask(successes: np.ndarray, groups: np.ndarray, low: float = 0.1,
@@ -79,4 +113,5 @@ def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor | 
     return masked_mean(torch.exp(d) - d - 1.0, mask)
 
 
-__all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "masked_mean", "ppo_clip_loss"]
+__all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "masked_mean", "ppo_clip_loss", "reward_spread_mask",
+           "rloo_advantages"]

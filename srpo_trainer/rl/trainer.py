@@ -30,7 +30,7 @@ import math
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +39,20 @@ import torch
 from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
 from srpo.sim.tabletop.tasks import TASKS
-from srpo_trainer.evaluate import EvalConfig, evaluate
+from srpo_trainer.evaluate import EvalConfig, evaluate, paired_difference, wilson_interval
 from srpo_trainer.policies import load_policy
 from srpo_trainer.policies.base import Observation, Policy
 from srpo_trainer.progress_reward import SuccessMemory
 from srpo_trainer.rl.config import RLConfig
-from srpo_trainer.rl.objectives import dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss
+from srpo_trainer.rl.exploration import ExplorationPolicy, chunk_log_prob, decision_kl, decision_log_probs
+from srpo_trainer.rl.objectives import (dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss,
+                                        reward_spread_mask, rloo_advantages)
 from srpo_trainer.rl.rewards import trajectory_rewards
 from srpo_trainer.rollouts import decision_observation, run_policy_episodes
 from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
 
 METRICS_FILE = "metrics.jsonl"
+EVAL_SEED = 20251120
 
 
 class RunConfigError(ValueError):
@@ -95,7 +98,7 @@ def _step_seed(cfg: RLConfig, step: int, refill: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- rollout
-def collect(policy: Policy, cfg: RLConfig, step: int) -> tuple[list[Episode], np.ndarray, int]:
+def collect(policy: Policy, cfg: RLConfig, step: int, envs=None) -> tuple[list[Episode], np.ndarray, int]:
     """Roll out the step's groups, refilling while too few pass the filter. Returns episodes, group ids, refills."""
     episodes: list[Episode] = []
     groups: list[int] = []
@@ -105,23 +108,61 @@ def collect(policy: Policy, cfg: RLConfig, step: int) -> tuple[list[Episode], np
         prompts = plan_prompts(cfg, step, refill)
         jobs = [p for p in prompts for _ in range(n)]
         _, _, eps = run_policy_episodes(policy, jobs, "train", cfg.rollout.workers, cfg.rollout.execute_steps,
-                                        cfg.rollout.temperature, _step_seed(cfg, step, refill), record=True)
+                                        cfg.rollout.temperature, _step_seed(cfg, step, refill), record=True,
+                                        envs=envs)
         episodes += eps
         groups += [refill * P + k for k in range(P) for _ in range(n)]
         refills = refill
         if cfg.filter.kind == "none":
             break
-        keep = _keep_mask(cfg, episodes, np.asarray(groups))
-        if len(set(np.asarray(groups)[keep].tolist())) >= cfg.filter.min_kept_prompts:
+        if len(set(np.asarray(groups)[_likely_kept(cfg, episodes, np.asarray(groups))].tolist())) \
+                >= cfg.filter.min_kept_prompts:
             break
     return episodes, np.asarray(groups), refills
 
 
-def _keep_mask(cfg: RLConfig, episodes: list[Episode], groups: np.ndarray) -> np.ndarray:
-    if cfg.filter.kind == "none":
-        return np.ones(len(episodes), dtype=bool)
+def _likely_kept(cfg: RLConfig, episodes: list[Episode], groups: np.ndarray) -> np.ndarray:
+    """Before rewards exist (they need the whole step), which groups will probably pass the filter: mixed-success
+    groups always; under a dense reward with the reward-spread filter also all-fail groups whose task succeeded
+    somewhere in the step (they will have a success reference)."""
     success = np.array([e.meta.success for e in episodes])
-    return dynamic_sampling_mask(success, groups, cfg.filter.low, cfg.filter.high)
+    if cfg.filter.kind == "success_rate":
+        return dynamic_sampling_mask(success, groups, cfg.filter.low, cfg.filter.high)
+    mixed = dynamic_sampling_mask(success, groups, 1e-9, 1 - 1e-9)
+    if cfg.reward.mode == "binary":
+        return mixed
+    tasks = np.array([e.meta.task for e in episodes])
+    solved = {t for t, s in zip(tasks, success) if s}
+    all_fail = ~dynamic_sampling_mask(success, groups, 1e-9, 1.0)
+    return mixed | (all_fail & np.isin(tasks, list(solved)))
+
+
+def step_rewards(cfg: RLConfig, episodes: list[Episode], groups: np.ndarray, embeddings: np.ndarray | None,
+                 memory: SuccessMemory | None = None) -> tuple[np.ndarray, dict]:
+    """The step's trajectory rewards under ``reward.mode``. The simulator's privileged progress is read only in
+    ``oracle`` mode: ``srpo`` and ``binary`` never see it."""
+    success = np.array([e.meta.success for e in episodes])
+    progress = np.array([e.meta.final_progress for e in episodes]) if cfg.reward.mode == "oracle" else None
+    return trajectory_rewards(cfg.reward.mode, success, cfg.reward.coef, progress=progress, embeddings=embeddings,
+                              tasks=[e.meta.task for e in episodes], prompts=np.asarray(groups).tolist(),
+                              progress_cfg=cfg.reward.progress, memory=memory)
+
+
+def keep_mask(cfg: RLConfig, rewards: np.ndarray, successes: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The filter (``filter.kind``): which trajectories the update sees."""
+    if cfg.filter.kind == "none":
+        return np.ones(len(rewards), dtype=bool)
+    if cfg.filter.kind == "success_rate":
+        return dynamic_sampling_mask(successes, groups, cfg.filter.low, cfg.filter.high)
+    return reward_spread_mask(rewards, groups, cfg.filter.min_spread * cfg.reward.coef)
+
+
+def advantages_of(cfg: RLConfig, rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per-trajectory advantages (``update.advantage``)."""
+    u = cfg.update
+    if u.advantage == "rloo":
+        return rloo_advantages(rewards, groups, cfg.reward.coef)
+    return group_advantages(rewards, groups, u.adv_eps, u.adv_std_floor * cfg.reward.coef)
 
 
 # ----------------------------------------------------------------------------------------------------- update
@@ -134,73 +175,163 @@ def _decision_batch(episodes: list[Episode], items: list[tuple[int, int]]) -> tu
     return Observation(images, proprio, instructions), chunks
 
 
+def executed_steps(episodes: list[Episode], items: list[tuple[int, int]], execute_steps: int) -> torch.Tensor:
+    """(N,): how many steps of each decision's chunk ran (at most ``execute_steps``, and not past the episode's
+    end); the update scores only those, the rest never touched the environment."""
+    return torch.tensor([min(execute_steps, episodes[e].length - int(episodes[e].chunk_steps[j])) for e, j in items])
+
+
 def executed_mask(episodes: list[Episode], items: list[tuple[int, int]], chunk_size: int,
                   execute_steps: int) -> torch.Tensor:
-    """(N, K, 1): 1 for the chunk steps that were executed (at most ``execute_steps``, and not past the episode's
-    end); the loss ignores the rest, which never touched the environment."""
-    steps = [min(execute_steps, episodes[e].length - int(episodes[e].chunk_steps[j])) for e, j in items]
-    return (torch.arange(chunk_size)[None, :] < torch.tensor(steps)[:, None]).float()[..., None]
+    """(N, K, 1): 1 for the chunk steps that were executed (see ``executed_steps``)."""
+    steps = executed_steps(episodes, items, execute_steps)
+    return (torch.arange(chunk_size)[None, :] < steps[:, None]).float()[..., None]
 
 
-def _old_log_probs(policy: Policy, episodes: list[Episode], items: list[tuple[int, int]], temperature: float,
-                   batch: int = 128) -> tuple[torch.Tensor, float]:
-    """Per-element log-probs under the policy before the update (the acting policy: RL here is on-policy), and how
-    far their sums drift from the log-probs recorded at rollout time (should be ~0: a check of the pipeline)."""
-    parts = []
+@dataclass
+class _Decisions:
+    """The step's decisions as the update sees them: which (episode, decision) pairs, how many of each chunk's
+    steps ran, each trajectory's advantage, and the acting distribution (mean, log-std) they were sampled from."""
+
+    items: list[tuple[int, int]]
+    steps: torch.Tensor
+    advantages: torch.Tensor
+    old_mean: torch.Tensor
+    old_log_std: torch.Tensor
+    old_logp: torch.Tensor
+    weights: torch.Tensor
+    """(N, G) loss weight of every ratio unit (0 where the step did not run), summing to 1 over the batch."""
+
+
+def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: np.ndarray, cfg: RLConfig,
+             batch: int = 128) -> tuple[_Decisions, float]:
+    """The acting policy's distribution at every decision (RL here is on-policy: it is the current policy), and how
+    far the recomputed chunk log-probs drift from those recorded at rollout time (should be ~0)."""
+    u, T = cfg.update, cfg.rollout.temperature
+    items = [(e, j) for e, ep in enumerate(episodes) for j in range(len(ep.chunk_steps))]
+    steps = executed_steps(episodes, items, cfg.rollout.execute_steps)
+    means, log_stds, logps, masks, full = [], [], [], [], []
     with torch.no_grad():
         for start in range(0, len(items), batch):
             obs, chunks = _decision_batch(episodes, items[start : start + batch])
-            parts.append(policy.log_prob(obs, chunks, temperature, per_element=True))
-    old = torch.cat(parts)
+            mean, log_std = explore.distribution(obs, T)
+            x = explore.normalise(chunks, mean)
+            log_std = torch.broadcast_to(log_std, mean.shape)
+            lp, m = decision_log_probs(x, mean, log_std, steps[start : start + batch], u.ratio,
+                                       cfg.exploration.chunk_correlation)
+            full.append(chunk_log_prob(x, mean, log_std, torch.full((len(x),), x.shape[1]),
+                                       cfg.exploration.chunk_correlation))
+            means.append(mean)
+            log_stds.append(log_std)
+            logps.append(lp)
+            masks.append(m)
+    mask = torch.cat(masks)
+    if u.loss_aggregation == "trajectory_mean":  # every trajectory weighs the same, however many units it has
+        per_traj = np.zeros(len(episodes))
+        np.add.at(per_traj, [e for e, _ in items], mask.sum(dim=1).numpy())
+        mask = mask / torch.tensor(per_traj[[e for e, _ in items]], dtype=torch.float32)[:, None]
     recorded = torch.tensor([float(episodes[e].chunk_log_probs[j]) for e, j in items])
-    return old, float((old.sum(dim=(1, 2)) - recorded).abs().mean())
+    drift = float((torch.cat(full) - recorded).abs().mean())
+    adv = torch.tensor([advantages[e] for e, _ in items], dtype=torch.float32)[:, None]
+    return _Decisions(items, steps, adv, torch.cat(means), torch.cat(log_stds), torch.cat(logps),
+                      mask / mask.sum()), drift
 
 
-def ppo_update(policy: Policy, optimizer: torch.optim.Optimizer, episodes: list[Episode], advantages: np.ndarray,
-               cfg: RLConfig, rng: np.random.Generator, reference: Policy | None = None) -> dict[str, float]:
-    """PPO-clip over every decision of ``episodes`` (each trajectory's advantage on each element of its chunks)."""
+def _minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, idx: np.ndarray,
+                    cfg: RLConfig, reference: Policy | None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """PPO-clip loss of the decisions ``idx`` (their share of the batch's weights), its statistics, and the exact
+    KL(old || current) per decision."""
+    u, T, rho = cfg.update, cfg.rollout.temperature, cfg.exploration.chunk_correlation
+    obs, chunks = _decision_batch(episodes, [d.items[i] for i in idx])
+    mean, log_std = explore.distribution(obs, T)
+    x = explore.normalise(chunks, mean)
+    logp, _ = decision_log_probs(x, mean, log_std, d.steps[idx], u.ratio, rho)
+    w = d.weights[idx]
+    # ppo_clip_loss averages with the weights as a mask; rescale so mini-batches add up to the batch's weighted mean
+    loss, info = ppo_clip_loss(logp, d.old_logp[idx], d.advantages[idx], u.clip_low, u.clip_high, u.log_ratio_clamp,
+                               w)
+    loss = loss * w.sum() * len(d.items) / len(idx)
+    if reference is not None and u.kl_coef > 0:
+        with torch.no_grad():
+            ref_mean, ref_log_std = reference.distribution(obs, T)
+            logp_ref, _ = decision_log_probs(x, ref_mean, ref_log_std, d.steps[idx], u.ratio, rho)
+        kl_ref = kl_penalty(logp, logp_ref, w)
+        loss = loss + u.kl_coef * kl_ref
+        info["kl_ref"] = kl_ref.item()
+    with torch.no_grad():
+        kl = decision_kl(d.old_mean[idx], d.old_log_std[idx], mean, log_std, d.steps[idx], rho)
+    return loss, info, kl
+
+
+def gradient_cosine(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, cfg: RLConfig,
+                    rng: np.random.Generator, cap: int = 256) -> float:
+    """Cosine between the policy gradients of two disjoint random halves of the step's decisions (at most ``cap``
+    each), at the current parameters: ~1 when the batch agrees on a direction, ~0 when the gradient is noise."""
+    perm = rng.permutation(len(d.items))
+    half = min(len(perm) // 2, cap)
+    if half < 2:
+        return float("nan")
+    grads = []
+    for idx in (perm[:half], perm[half : 2 * half]):
+        explore.zero_grad(set_to_none=True)
+        loss, _, _ = _minibatch_loss(explore, episodes, d, idx, cfg, None)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in explore.parameters() if p.grad is not None]))
+    explore.zero_grad(set_to_none=True)
+    if len(grads[0]) == 0:
+        return float("nan")
+    return float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
+
+
+def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, episodes: list[Episode],
+               advantages: np.ndarray, cfg: RLConfig, rng: np.random.Generator, reference: Policy | None = None,
+               measure_snr: bool = False) -> dict[str, float]:
+    """PPO-clip over every decision of ``episodes`` (each trajectory's advantage on each of its ratio units), for up
+    to ``update.epochs`` passes, stopped by the KL guard once a mini-batch's mean KL(old || new) per decision
+    exceeds ``update.target_kl``."""
     u = cfg.update
-    policy.eval()  # no dropout: the ratio must be exactly 1 before the first step
-    items = [(e, j) for e, ep in enumerate(episodes) for j in range(len(ep.chunk_steps))]
-    old, drift = _old_log_probs(policy, episodes, items, cfg.rollout.temperature)
-    mask = executed_mask(episodes, items, old.shape[1], cfg.rollout.execute_steps)
-    if u.loss_aggregation == "trajectory_mean":  # weight 1 / (executed steps of the trajectory) per element
-        executed = np.zeros(len(episodes))
-        np.add.at(executed, [e for e, _ in items], mask.sum(dim=(1, 2)).numpy())
-        mask = mask / torch.tensor(executed[[e for e, _ in items]], dtype=torch.float32)[:, None, None]
-    adv_of = torch.tensor([advantages[e] for e, _ in items], dtype=torch.float32)[:, None, None]
+    explore.eval()  # no dropout: the ratio must be exactly 1 before the first step
+    d, drift = _prepare(explore, episodes, advantages, cfg)
     stats: dict[str, list[float]] = {k: [] for k in ("loss", "clip_fraction", "approx_kl", "kl_ref", "grad_norm",
-                                                      "ratio_mean")}
+                                                      "ratio_mean", "kl_chunk")}
+    out: dict[str, float] = {}
+    if measure_snr:
+        out["update/grad_cosine"] = gradient_cosine(explore, episodes, d, cfg, rng)
+    stopped, n_steps, epochs_done = False, 0, 0
     for _ in range(u.epochs):
-        perm = rng.permutation(len(items))
+        perm = rng.permutation(len(d.items))
         for start in range(0, len(perm), u.minibatch_size):
             idx = perm[start : start + u.minibatch_size]
-            obs, chunks = _decision_batch(episodes, [items[i] for i in idx])
-            logp = policy.log_prob(obs, chunks, cfg.rollout.temperature, per_element=True)
-            loss, info = ppo_clip_loss(logp, old[idx], adv_of[idx], u.clip_low, u.clip_high, u.log_ratio_clamp,
-                                       mask[idx])
-            if reference is not None and u.kl_coef > 0:
-                with torch.no_grad():
-                    logp_ref = reference.log_prob(obs, chunks, cfg.rollout.temperature, per_element=True)
-                kl = kl_penalty(logp, logp_ref, mask[idx])
-                loss = loss + u.kl_coef * kl
-                stats["kl_ref"].append(kl.item())
+            loss, info, kl = _minibatch_loss(explore, episodes, d, idx, cfg, reference)
+            stats["kl_chunk"].append(float(kl.mean()))
+            if u.target_kl is not None and float(kl.mean()) > u.target_kl:
+                stopped = True  # the policy has moved as far as is safe on this batch
+                break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), u.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(explore.parameters(), u.grad_clip)
             optimizer.step()
+            n_steps += 1
             stats["loss"].append(loss.item())
             stats["grad_norm"].append(grad_norm.item())
-            for k in ("clip_fraction", "approx_kl", "ratio_mean"):
-                stats[k].append(info[k])
-    out = {f"update/{k}": float(np.mean(v)) for k, v in stats.items() if v}
+            for k in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
+                if k in info:
+                    stats[k].append(info[k])
+        if stopped:
+            break
+        epochs_done += 1
+    out.update({f"update/{k}": float(np.mean(v)) for k, v in stats.items() if v})
+    # the KL actually reached: the whole batch under the final parameters
     with torch.no_grad():
-        obs, _ = _decision_batch(episodes, items[:1])
-        ent = policy.entropy(obs, cfg.rollout.temperature)
-    if ent is not None:
-        out["policy/entropy"] = float(ent.mean())
-    out["update/decisions"] = len(items)
-    out["update/old_logp_drift"] = drift
+        kls = [_minibatch_loss(explore, episodes, d, np.arange(s, min(s + 256, len(d.items))), cfg, None)[2]
+               for s in range(0, len(d.items), 256)]
+    out["update/kl_final"] = float(torch.cat(kls).mean())
+    with torch.no_grad():
+        obs, _ = _decision_batch(episodes, d.items[:1])
+        out["policy/entropy"] = float(explore.entropy(obs, cfg.rollout.temperature).mean())
+        out["policy/explore_std"] = float(explore.distribution(obs, cfg.rollout.temperature)[1].exp().mean())
+    out.update({"update/decisions": len(d.items), "update/old_logp_drift": drift, "update/optimizer_steps": n_steps,
+                "update/epochs_done": epochs_done, "update/kl_stopped": float(stopped)})
     return out
 
 
@@ -227,12 +358,24 @@ def _load_encoder(cfg: RLConfig, path: str | None):
 
 
 # ------------------------------------------------------------------------------------------------------- loop
-def _evaluate(policy: Policy, cfg: RLConfig) -> dict:
-    ecfg = EvalConfig(tasks=cfg.rollout.tasks, episodes_per_task=cfg.eval_episodes_per_task, split="heldout",
-                      workers=cfg.rollout.workers, execute_steps=cfg.rollout.execute_steps, seed=cfg.seed, gifs=0)
-    summary = evaluate(policy, ecfg, progress=False)
-    return {"eval/success": summary["success_rate"], "eval/progress": summary["mean_progress"],
-            **{f"eval_task/{t}": v["success_rate"] for t, v in summary["per_task"].items()}}
+def evaluate_heldout(policy: Policy, explore: ExplorationPolicy, cfg: RLConfig, envs=None) -> dict:
+    """Held-out success with deterministic (mean) actions and, with ``eval_sampled``, with sampled actions. The
+    per-episode outcomes (``eval_episodes/...``, in a fixed order of tasks x states) let runs be compared pairwise;
+    the sampling seed is fixed (``EVAL_SEED``), not the run's, so every run sees the same noise."""
+    row = {}
+    variants = [("eval", policy, None)]
+    if cfg.eval_sampled:
+        variants.append(("eval_sampled", explore, cfg.rollout.temperature))
+    for name, actor, temperature in variants:
+        ecfg = EvalConfig(tasks=cfg.rollout.tasks, episodes_per_task=cfg.eval_episodes_per_task, split="heldout",
+                          workers=cfg.rollout.workers, execute_steps=cfg.rollout.execute_steps, seed=EVAL_SEED,
+                          gifs=0, temperature=temperature)
+        summary = evaluate(actor, ecfg, progress=False, envs=envs)
+        row.update({f"{name}/success": summary["success_rate"], f"{name}/progress": summary["mean_progress"],
+                    f"{name}/episodes": len(summary["episodes_detail"]),
+                    **{f"{name}_task/{t}": v["success_rate"] for t, v in summary["per_task"].items()},
+                    f"{name}_episodes/success": [int(e["success"]) for e in summary["episodes_detail"]]})
+    return row
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:
@@ -255,14 +398,15 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
         raise RunConfigError(str(exc)) from exc
 
     policy = load_policy(cfg.init)
-    reference = copy.deepcopy(policy).eval() if cfg.update.kl_coef > 0 else None
+    reference = ExplorationPolicy(copy.deepcopy(policy), cfg.exploration).eval() if cfg.update.kl_coef > 0 else None
     rng = np.random.default_rng(cfg.seed)
     memory = SuccessMemory(cfg.reward.progress.memory_size) if cfg.reward.progress.memory_size > 0 else None
     resume = latest_checkpoint(run)
     start = 0
     if resume is not None:
         policy = load_policy(resume)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.update.lr, weight_decay=cfg.update.weight_decay)
+    explore = ExplorationPolicy(policy, cfg.exploration)  # rollouts sample from it, the update trains through it
+    optimizer = torch.optim.AdamW(explore.parameters(), lr=cfg.update.lr, weight_decay=cfg.update.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     if resume is not None:
         start = restore_trainer_state(resume, optimizer, scheduler, rng)
@@ -282,20 +426,46 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
         encoder = _load_encoder(cfg, str(run / "world_model" / "final"))
 
     writer = SummaryWriter(str(run / "tb"))
-    if start == 0 and cfg.eval_episodes_per_task:
+    from srpo.sim.vector import make_vector_env
+
+    # one set of simulator processes for the whole run: rollouts and evaluations reuse them
+    envs = make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height)
+    try:
+        history = _train_loop(cfg, run, policy, explore, optimizer, scheduler, rng, reference, memory, encoder, envs,
+                              writer, history, metrics_path, env_steps, start, progress)
+    finally:
+        envs.close()
+        writer.close()
+    policy.save_pretrained(run / "final")
+    summary = summarise_run(history, cfg)
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_run(history, run / "learning.png", f"{cfg.reward.mode}: {run.name}")
+    print_summary(summary)
+    return run
+
+
+def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPolicy, optimizer, scheduler,
+                rng: np.random.Generator, reference, memory, encoder, envs, writer, history: list[dict],
+                metrics_path: Path, env_steps: int, start: int, progress: bool) -> list[dict]:
+    from tqdm import tqdm
+
+    if start == 0 and cfg.eval_episodes_per_task and cfg.eval_start:
         t0 = time.perf_counter()
-        row = {"step": 0, "env_steps": 0, **_evaluate(policy, cfg), "time/eval_s": time.perf_counter() - t0}
+        row = {"step": 0, "env_steps": 0, "trajectories": 0, **evaluate_heldout(policy, explore, cfg, envs),
+               "time/eval_s": time.perf_counter() - t0}
         _log(row, writer, metrics_path)
         history.append(row)
+    trajectories = history[-1].get("trajectories", 0) if history else 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl[{cfg.reward.mode}]", unit="step",
                disable=not progress)
     for step in bar:
         done = step + 1
         t0 = time.perf_counter()
-        episodes, groups, refills = collect(policy, cfg, step)
+        episodes, groups, refills = collect(explore, cfg, step, envs)
         t_rollout = time.perf_counter() - t0
         success = np.array([e.meta.success for e in episodes])
         env_steps += sum(e.length for e in episodes)
+        trajectories += len(episodes)
         if cfg.record_rollouts or (encoder is None and cfg.reward.mode == "srpo"):
             step_dir = run / "rollouts" / f"step_{done:05d}"
             shutil.rmtree(step_dir, ignore_errors=True)  # a step re-run after an interruption replaces its episodes
@@ -310,26 +480,26 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
                 t_world_model = time.perf_counter() - t0
                 t0 = time.perf_counter()
             embeddings = encoder.encode([e.images[cfg.reward.camera] for e in episodes])
-        rewards, diags = trajectory_rewards(
-            cfg.reward.mode, success, cfg.reward.coef, progress=np.array([e.meta.final_progress for e in episodes]),
-            embeddings=embeddings, tasks=[e.meta.task for e in episodes], prompts=groups.tolist(),
-            progress_cfg=cfg.reward.progress, memory=memory)
+        rewards, diags = step_rewards(cfg, episodes, groups, embeddings, memory)
         t_reward = time.perf_counter() - t0
-        keep = _keep_mask(cfg, episodes, groups)
-        advantages = group_advantages(rewards, groups, cfg.update.adv_eps)
+        keep = keep_mask(cfg, rewards, success, groups)
+        advantages = advantages_of(cfg, rewards, groups)
+        all_fail_kept = sum(1 for g in set(groups[keep].tolist()) if not success[groups == g].any())
         t0 = time.perf_counter()
         kept = [e for e, k in zip(episodes, keep) if k]
         update = {}
         if kept:
-            update = ppo_update(policy, optimizer, kept, advantages[keep], cfg, rng, reference)
+            snr = cfg.update.grad_snr_every > 0 and done % cfg.update.grad_snr_every == 0
+            update = ppo_update(explore, optimizer, kept, advantages[keep], cfg, rng, reference, measure_snr=snr)
         t_update = time.perf_counter() - t0
         fallbacks = Counter(d.fallback for d in diags.values() if d.fallback)
         row = {
-            "step": done, "env_steps": env_steps, "rollout/trajectories": len(episodes),
+            "step": done, "env_steps": env_steps, "trajectories": trajectories, "rollout/trajectories": len(episodes),
             "rollout/success": float(success.mean()), "rollout/refills": refills,
             "rollout/mean_length": float(np.mean([e.length for e in episodes])),
             "rollout/progress": float(np.mean([e.meta.final_progress for e in episodes])),
             "filter/kept_prompts": len(set(groups[keep].tolist())), "filter/prompts": len(set(groups.tolist())),
+            "filter/kept_all_fail_prompts": all_fail_kept,
             "reward/mean": float(rewards.mean()), "reward/failure_mean": float(rewards[~success].mean())
             if (~success).any() else 0.0,
             "advantage/mean": float(advantages[keep].mean()) if keep.any() else 0.0,
@@ -344,7 +514,7 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
             row["time/world_model_fit_s"] = t_world_model
         if cfg.eval_episodes_per_task and (done % cfg.eval_every == 0 or done == cfg.steps):
             t0 = time.perf_counter()
-            row.update(_evaluate(policy, cfg))
+            row.update(evaluate_heldout(policy, explore, cfg, envs))
             row["time/eval_s"] = time.perf_counter() - t0
         _log(row, writer, metrics_path)
         history.append(row)
@@ -354,13 +524,7 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
             ckpt = save_run_checkpoint(run, done, policy.save_pretrained, optimizer, scheduler, rng)
             if memory is not None:
                 memory.save(ckpt / "success_memory.npz")
-    writer.close()
-    policy.save_pretrained(run / "final")
-    summary = summarise_run(history, cfg)
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_run(history, run / "learning.png", f"{cfg.reward.mode}: {run.name}")
-    print_summary(summary)
-    return run
+    return history
 
 
 def _log(row: dict, writer, path: Path) -> None:
@@ -373,15 +537,18 @@ def _log(row: dict, writer, path: Path) -> None:
 
 
 def summarise_run(history: list[dict], cfg: RLConfig) -> dict:
+    """The run's before/after numbers with their uncertainty: Wilson 95% intervals on each held-out success rate and
+    a paired 95% interval on the change (the same held-out states before and after)."""
     evals = [r for r in history if "eval/success" in r]
     steps = [r for r in history if r["step"] > 0]
     timing = {k: float(np.mean([r[k] for r in steps if k in r])) for k in
               ("time/rollout_s", "time/reward_s", "time/update_s") if any(k in r for r in steps)}
-    return {
+    summary = {
         "mode": cfg.reward.mode, "steps": len(steps), "env_steps": steps[-1]["env_steps"] if steps else 0,
+        "trajectories": steps[-1].get("trajectories", 0) if steps else 0,
         "eval_before": evals[0]["eval/success"] if evals else None,
         "eval_after": evals[-1]["eval/success"] if evals else None,
-        "eval_curve": [[r["step"], r["eval/success"]] for r in evals],
+        "eval_curve": [[r["step"], r.get("trajectories", 0), r["eval/success"]] for r in evals],
         "per_task_before": {k[len("eval_task/"):]: v for k, v in evals[0].items() if k.startswith("eval_task/")}
         if evals else {},
         "per_task_after": {k[len("eval_task/"):]: v for k, v in evals[-1].items() if k.startswith("eval_task/")}
@@ -389,13 +556,28 @@ def summarise_run(history: list[dict], cfg: RLConfig) -> dict:
         "mean_step_time_s": timing,
         "config": json.loads(json.dumps(asdict(cfg))),
     }
+    for name in ("eval", "eval_sampled"):
+        key = f"{name}_episodes/success"
+        if len(evals) >= 1 and key in evals[0] and key in evals[-1]:
+            before, after = np.array(evals[0][key]), np.array(evals[-1][key])
+            summary[f"{name}_before_ci95"] = list(wilson_interval(int(before.sum()), len(before)))
+            summary[f"{name}_after_ci95"] = list(wilson_interval(int(after.sum()), len(after)))
+            if len(evals) >= 2 and len(before) == len(after):
+                diff, lo, hi = paired_difference(before, after)
+                summary[f"{name}_change"], summary[f"{name}_change_ci95"] = diff, [lo, hi]
+            summary[f"{name}_episodes"] = len(after)
+            if name == "eval_sampled":
+                summary["eval_sampled_before"] = float(evals[0]["eval_sampled/success"])
+                summary["eval_sampled_after"] = float(evals[-1]["eval_sampled/success"])
+    return summary
 
 
 def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['mode']}: {summary['steps']} RL steps, {summary['env_steps']} env steps")
+    table = Table(title=f"{summary['mode']}: {summary['steps']} RL steps, {summary['trajectories']} trajectories, "
+                        f"{summary['env_steps']} env steps")
     table.add_column("task")
     table.add_column("held-out success before", justify="right")
     table.add_column("after", justify="right")
@@ -404,13 +586,31 @@ def print_summary(summary: dict) -> None:
         table.add_row(task, f"{100 * before:.0f}%", "-" if after is None else f"{100 * after:.0f}%")
     if summary["eval_before"] is not None:
         table.add_row("[b]mean[/b]", f"{100 * summary['eval_before']:.1f}%", f"{100 * summary['eval_after']:.1f}%")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(describe_change(summary, "eval"))
+    if "eval_sampled_change" in summary:
+        console.print(describe_change(summary, "eval_sampled"))
     t = summary["mean_step_time_s"]
     if t:
         print("mean time per RL step: " + ", ".join(f"{k.split('/')[1][:-2]} {v:.1f} s" for k, v in t.items()))
 
 
+def describe_change(summary: dict, name: str = "eval") -> str:
+    """One honest sentence on the before/after change: its paired 95% interval, and whether that excludes zero."""
+    if f"{name}_change" not in summary:
+        return f"{name}: no before/after pair of evaluations to compare"
+    d, (lo, hi) = summary[f"{name}_change"], summary[f"{name}_change_ci95"]
+    kind = "deterministic" if name == "eval" else "sampled"
+    verdict = ("an improvement: the interval excludes zero" if lo > 0 else
+               "a decline: the interval excludes zero" if hi < 0 else
+               "not distinguishable from no change at this many episodes")
+    return (f"held-out success ({kind} actions, {summary[f'{name}_episodes']} episodes on the same states): "
+            f"change {100 * d:+.1f} points (paired 95% CI {100 * lo:+.1f} to {100 * hi:+.1f}): {verdict}")
+
+
 def plot_run(history: list[dict], path: Path, title: str) -> None:
+    """Success against trajectories used: rollout success on train states, held-out success with Wilson 95% bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,14 +618,21 @@ def plot_run(history: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     steps = [r for r in history if "rollout/success" in r]
-    evals = [r for r in history if "eval/success" in r]
     if steps:
-        ax.plot([r["step"] for r in steps], [100 * r["rollout/success"] for r in steps], color="tab:gray", lw=1,
-                label="rollout success (train states, sampled)")
-    if evals:
-        ax.plot([r["step"] for r in evals], [100 * r["eval/success"] for r in evals], "o-", color="tab:blue",
-                label="held-out success (deterministic)")
-    ax.set_xlabel("RL step")
+        ax.plot([r.get("trajectories", 0) for r in steps], [100 * r["rollout/success"] for r in steps],
+                color="tab:gray", lw=1, label="rollout success (train states, sampled)")
+    for name, colour, label in (("eval", "tab:blue", "held-out, deterministic"),
+                                ("eval_sampled", "tab:cyan", "held-out, sampled")):
+        evals = [r for r in history if f"{name}/success" in r]
+        if not evals:
+            continue
+        x = [r.get("trajectories", 0) for r in evals]
+        y = np.array([100 * r[f"{name}/success"] for r in evals])
+        ci = [wilson_interval(int(sum(r[f"{name}_episodes/success"])), len(r[f"{name}_episodes/success"]))
+              if f"{name}_episodes/success" in r else (r[f"{name}/success"],) * 2 for r in evals]
+        err = np.abs(np.array([[y_ - 100 * lo, 100 * hi - y_] for y_, (lo, hi) in zip(y, ci)]).T)
+        ax.errorbar(x, y, yerr=err, fmt="o-", color=colour, capsize=3, label=f"{label} (95% CI)")
+    ax.set_xlabel("trajectories (RL rollouts)")
     ax.set_ylabel("success (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
@@ -435,4 +642,5 @@ def plot_run(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["RunConfigError", "check_run", "collect", "plan_prompts", "ppo_update", "summarise_run", "train_rl"]
+__all__ = ["RunConfigError", "advantages_of", "check_run", "collect", "describe_change", "evaluate_heldout", "gradient_cosine", "keep_mask",
+           "plan_prompts", "ppo_update", "step_rewards", "summarise_run", "train_rl"]

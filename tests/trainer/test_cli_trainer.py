@@ -31,6 +31,21 @@ def test_sft_then_eval_from_the_command_line(demo_store, tmp_path):
     assert set(result["per_task"]) == {"press_button", "reach_red_cube"} and result["episodes"] == 2
     assert (out / "eval.png").exists() and (out / "episodes.gif").exists()
 
+    # a YAML config and key=value overrides are not overridden by the flags' defaults
+    config = tmp_path / "eval.yaml"
+    config.write_text("episodes_per_task: 2\nsplit: train\ntasks: [press_button]\ngifs: 0\n")
+    r = srpo("eval", "--policy", str(run / "final"), "--config", str(config), "--out", str(tmp_path / "e2"),
+             "workers=1")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "e2" / "eval.json").read_text())
+    assert result["episodes"] == 2 and result["config"]["split"] == "train" and result["config"]["workers"] == 1
+    # a flag wins over the YAML, and a key=value override wins over a flag
+    r = srpo("eval", "--policy", str(run / "final"), "--config", str(config), "--out", str(tmp_path / "e3"),
+             "--episodes-per-task", "1", "--split", "heldout", "split=train")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "e3" / "eval.json").read_text())
+    assert result["episodes"] == 1 and result["config"]["split"] == "train"
+
 
 @pytest.mark.parametrize(
     "args, message",

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from srpo_trainer.rl.objectives import dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss
+from srpo_trainer.rl.objectives import (dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss,
+                                        reward_spread_mask, rloo_advantages)
 
 
 def test_group_advantages_normalise_within_each_group():
@@ -79,3 +80,33 @@ def test_dynamic_sampling_then_advantages_only_see_informative_groups():
     kept = adv[keep]
     assert kept[0] == kept.max() and np.argsort(kept[1:]).tolist() == [0, 1, 2]  # success first, then progress
     assert abs(kept.mean()) < 1e-9 and kept.std() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_std_floor_keeps_nearly_equal_rewards_from_becoming_unit_advantages():
+    rewards = np.array([1.00, 1.01, 1.00, 1.01, 0.0, 5.0, 0.0, 0.0])
+    groups = np.repeat([0, 1], 4)
+    plain = group_advantages(rewards, groups)
+    floored = group_advantages(rewards, groups, std_floor=0.5)
+    assert np.abs(plain[:4]).max() == pytest.approx(1.0, abs=1e-3)  # 0.01 of difference, blown up to +-1
+    np.testing.assert_allclose(floored[:4], [-0.01, 0.01, -0.01, 0.01], atol=1e-6)  # (R - mean) / 0.5
+    np.testing.assert_allclose(floored[4:], plain[4:], rtol=1e-6)  # a real spread is untouched by the floor
+
+
+def test_rloo_subtracts_the_mean_of_the_others():
+    rewards = np.array([5.0, 0.0, 0.0, 0.0, 3.0, 3.0])
+    adv = rloo_advantages(rewards, np.array([0, 0, 0, 0, 1, 1]), scale=5.0)
+    np.testing.assert_allclose(adv, [1.0, -1 / 3, -1 / 3, -1 / 3, 0.0, 0.0])
+    assert rloo_advantages(np.array([2.0]), np.array([0]))[0] == 0.0  # no others: no baseline, no signal
+
+
+def test_reward_spread_filter_keeps_dense_all_fail_groups_and_drops_flat_ones():
+    success = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0], dtype=float)
+    rewards = np.array([0.5, 2.0, 1.0, 0.3, 5, 5, 5, 5, 0, 0, 0, 0, 5, 0, 0, 0.0])
+    groups = np.repeat([0, 1, 2, 3], 4)
+    keep = reward_spread_mask(rewards, groups, min_spread=0.05)
+    # all-fail group 0 carries a dense signal and is kept; the success-rate filter would have dropped it
+    assert keep.tolist() == [True] * 4 + [False] * 8 + [True] * 4
+    assert dynamic_sampling_mask(success, groups, 0.1, 0.9).tolist() == [False] * 12 + [True] * 4
+    # under a binary reward the two filters agree
+    np.testing.assert_array_equal(reward_spread_mask(5 * success, groups, 0.05),
+                                  dynamic_sampling_mask(success, groups, 0.1, 0.9))

@@ -109,21 +109,40 @@ def test_prompts_cycle_tasks_and_use_train_states_only():
 
 
 def _tiny_run(tmp_path, init, demos, name, extra=()):
+    """Every optional path on: the KL penalty to the initial policy, the success memory, the success-rate filter
+    with its refill loop (2 of 2 prompts must be mixed, else one more round of prompts)."""
     return ["train", "--config", "configs/quick.yaml", "--init", str(init), "--out", str(tmp_path / name),
-            "rollout.tasks=[reach_red_cube, press_button]", "rollout.prompts_per_step=2", "rollout.group_size=2",
+            "rollout.tasks=[reach_red_cube, press_button]", "rollout.prompts_per_step=2", "rollout.group_size=4",
             "rollout.train_states=3", "steps=3", "eval_every=3", "eval_episodes_per_task=1", "checkpoint_every=1",
-            "filter.kind=none", f"reward.world_model.data={demos}", "reward.world_model.steps=20",
-            "reward.world_model.batch_size=8", *extra]
+            "filter.kind=success_rate", "filter.min_kept_prompts=2", "filter.max_refills=1",
+            "update.kl_coef=0.05", "reward.progress.memory_size=8",
+            f"reward.world_model.data={demos}", "reward.world_model.steps=20", "reward.world_model.batch_size=8",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def sft_start(demo_store, tmp_path_factory):
+    """A policy fitted for a few hundred steps on the demo states: it solves them sometimes, so RL groups are mixed
+    and advantages are non-zero (an untrained policy fails every rollout and the update would have nothing to do)."""
+    from srpo_trainer.policies.tiny_vla import TinyVLAConfig
+    from srpo_trainer.sft import SFTConfig, train_sft
+
+    from .conftest import SMALL
+
+    out = tmp_path_factory.mktemp("sft_start")
+    return train_sft(SFTConfig(data=str(demo_store.root), out=str(out), steps=300, batch_size=16, checkpoint_every=300,
+                               policy=TinyVLAConfig(**SMALL)), progress=False)
 
 
 def _without_times(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
-def test_tiny_end_to_end_run_and_exact_resume(tmp_path, policy, demo_store):
+def test_tiny_end_to_end_run_and_exact_resume(tmp_path, sft_start, demo_store):
     """Every stage runs for real (rollouts in simulator processes, world-model fit, srpo reward, PPO update,
-    held-out eval, checkpoints), and an interrupted run resumes to the uninterrupted run's metrics."""
-    init = policy.save_pretrained(tmp_path / "init")
+    held-out eval, checkpoints), the update has something to do (non-zero advantages, moved weights), and an
+    interrupted run resumes to the uninterrupted run's metrics, success memory included."""
+    init = sft_start
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
 
     def srpo(*args, **kw):
@@ -136,13 +155,25 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, policy, demo_store):
     rows = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in rows] == [0, 1, 2, 3]
     assert "eval/success" in rows[0] and "eval/success" in rows[-1]
-    assert all("update/loss" in x and x["rollout/trajectories"] == 4 for x in rows[1:])
-    assert rows[1]["update/old_logp_drift"] < 1e-3  # the update scores exactly what the rollout sampled
+    steps = rows[1:]
+    assert all(x["rollout/trajectories"] in (8, 16) for x in steps)  # 2 prompts x 4, plus a refill round
+    assert any(x["rollout/refills"] > 0 for x in steps)  # the refill loop ran
+    updated = [x for x in steps if "update/loss" in x]
+    assert updated and all(x["update/old_logp_drift"] < 1e-3 for x in updated)  # scores exactly what was sampled
+    assert any(x["advantage/abs_max"] > 0 for x in updated) and any(x["update/optimizer_steps"] > 0 for x in updated)
+    assert all("update/kl_ref" in x for x in updated if x["update/optimizer_steps"] > 0)  # the KL path ran
+    assert any(x["rollout/success"] > 0 for x in steps)
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(init / "model.safetensors")), load_file(str(full / "final" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the update moved the policy
     assert (full / "world_model" / "final" / "model.safetensors").exists()
     assert (full / "checkpoints" / "step_0000003" / "model.safetensors").exists()
     assert (full / "final" / "config.json").exists() and (full / "learning.png").stat().st_size > 0
     summary = json.loads((full / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["env_steps"] == rows[-1]["env_steps"] > 0
+    memory = np.load(full / "checkpoints" / "step_0000003" / "success_memory.npz")
+    assert sum(len(memory[k]) for k in memory.files) > 0  # successes were remembered (and resume must restore them)
 
     # killed (the whole process group, simulator workers included) once step 2's checkpoint is in place
     cut = tmp_path / "cut"

@@ -1,0 +1,127 @@
+"""RL rollout throughput: env steps per second with policy inference and full recording, beside the raw vector env.
+
+    python benchmarks/rollout_throughput.py --out benchmarks/results        # JSON + PNG, ~3 min on 2 cores
+
+What an RL step's rollout does (``srpo_trainer/rollouts.py``): parallel simulator processes, batched sampling from
+the built-in VLA (64x64, both cameras), every frame, action and decision recorded as an ``Episode``. Measured in one
+run, on the same job list:
+- ``raw``: the vector env alone stepping random actions (the ceiling; no inference, no recording);
+- ``per_call_env``: the rollout as the trainer used to run it: simulator processes started for every call;
+- ``persistent_env``: the processes started once and reused across calls, as ``srpo train`` does now;
+- each with torch using ``--threads`` intra-op threads for inference (the simulator workers need the cores too).
+Speeds are quoted as ratios to ``raw`` and to ``per_call_env`` with 2 threads (the previous trainer) of this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, pyplot, write_json  # noqa: E402
+
+TASKS = ["place_red_cube_in_tray", "push_red_cube", "stack_red_cube_on_blue_cube", "press_button"]
+
+
+def _policy():
+    import torch
+
+    from srpo.spec import TABLETOP_SPEC
+    from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
+    from srpo_trainer.processor import NormStats
+
+    torch.manual_seed(0)
+    stats = NormStats(np.zeros(7, np.float32), np.full(7, 0.5, np.float32), np.zeros(8, np.float32),
+                      np.ones(8, np.float32))
+    return TinyVLAPolicy(TinyVLAConfig(), TABLETOP_SPEC.with_image_size(64, 64), stats)
+
+
+def raw(steps: int, workers: int) -> float:
+    from srpo.sim.vector import make_vector_env
+
+    venv = make_vector_env(workers, image_size=64, autoreset=True)
+    rng = np.random.default_rng(0)
+    venv.reset_envs([{"task": TASKS[i % len(TASKS)]} for i in range(workers)])
+    n = steps // workers
+    start = time.perf_counter()
+    for _ in range(n):
+        venv.step(rng.uniform(-1, 1, (workers, 7)).astype(np.float32))
+    rate = n * workers / (time.perf_counter() - start)
+    venv.close()
+    return rate
+
+
+def rollout(policy, jobs, workers: int, threads: int, persistent: bool, calls: int) -> float:
+    """Env steps per second over ``calls`` recorded, sampled rollout calls of ``jobs``."""
+    import torch
+
+    from srpo.sim.vector import make_vector_env
+    from srpo_trainer.rollouts import run_policy_episodes
+
+    torch.set_num_threads(threads)
+    envs = make_vector_env(workers, image_size=64) if persistent else None
+    steps = 0
+    start = time.perf_counter()
+    try:
+        for call in range(calls):
+            results, _, _ = run_policy_episodes(policy, jobs, "train", workers, 8, 1.0, seed=call, record=True,
+                                                envs=envs)
+            steps += sum(r["length"] for r in results)
+    finally:
+        if envs is not None:
+            envs.close()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--episodes", type=int, default=8, help="episodes per rollout call")
+    parser.add_argument("--calls", type=int, default=3, help="rollout calls per measurement (an RL run makes many)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", default="1,2")
+    args = parser.parse_args()
+
+    policy = _policy()
+    jobs = [(TASKS[i % len(TASKS)], i) for i in range(args.episodes)]
+    rows = {"raw": statistics.median(raw(3000, args.workers) for _ in range(args.repeats))}
+    print(f"raw vector env: {rows['raw']:.0f} steps/s")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        for persistent in (False, True):
+            name = f"{'persistent_env' if persistent else 'per_call_env'}_{threads}thread"
+            rows[name] = statistics.median(rollout(policy, jobs, args.workers, threads, persistent, args.calls)
+                                           for _ in range(args.repeats))
+            print(f"{name}: {rows[name]:.0f} steps/s ({rows[name] / rows['raw']:.2f}x raw)")
+    baseline = rows.get("per_call_env_2thread")
+    best = max((k for k in rows if k != "raw"), key=rows.get)
+    result = {"machine": machine(), "workers": args.workers, "episodes_per_call": args.episodes, "calls": args.calls,
+              "repeats": args.repeats, "steps_per_s": rows, "ratio_to_raw": {k: v / rows["raw"] for k, v in rows.items()},
+              "best": best, "best_vs_previous_trainer": rows[best] / baseline if baseline else None}
+    out = Path(args.out)
+    write_json(out / "rollout_throughput.json", result)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    names = list(rows)
+    ax.bar(range(len(names)), [rows[k] for k in names],
+           color=["tab:gray"] + ["tab:blue" if "persistent" in k else "tab:orange" for k in names[1:]])
+    for i, k in enumerate(names):
+        ax.text(i, rows[k], f"{rows[k]:.0f}\n{rows[k] / rows['raw']:.2f}x raw", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)), [k.replace("_", "\n") for k in names], fontsize=7)
+    ax.set_ylabel("env steps / s")
+    ax.set_ylim(0, 1.3 * max(rows.values()))
+    ax.set_title(f"RL rollouts with inference + recording ({args.workers} sim workers, 64x64, 2 cameras)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "rollout_throughput.png", dpi=120)
+    if baseline:
+        print(f"best ({best}) vs the previous trainer's rollout: {rows[best] / baseline:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
