@@ -42,6 +42,9 @@ VARIANTS = {
     "rloo": ["update.advantage=rloo"],
     "no_kl_guard": ["update.target_kl=null"],
     "success_rate_filter": ["filter.kind=success_rate"],
+    # per-decision credit from the per-step progress (oracle only): every group carries signal, so no filter
+    "progress_gae": ["update.advantage=progress_gae", "filter.kind=none"],
+    "progress_gae_lambda1": ["update.advantage=progress_gae", "update.gae_lambda=1.0", "filter.kind=none"],
 }
 
 
@@ -94,6 +97,11 @@ def main() -> int:
     result = {"machine": machine(), "init": init, "mode": args.mode, "tasks": tasks, "steps": args.steps,
               "seed": args.seed, "config": args.config,
               "start": {"eval": point(start, "eval"), "eval_sampled": point(start, "eval_sampled")}, "variants": {}}
+    previous = Path(args.out) / "update_ablation.json"
+    if previous.is_file():  # variants screened by an earlier invocation on the same setting are kept
+        old = json.loads(previous.read_text())
+        if all(old.get(k) == result[k] for k in ("init", "mode", "tasks", "steps", "seed", "config")):
+            result["variants"] = old["variants"]
     for name in args.variants.split(","):
         run = work / f"ablation_{args.mode}_{name}_seed{args.seed}"
         cfg = load_config(RLConfig, args.config, [*common, *VARIANTS[name], f"out={run}"])

@@ -339,10 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--per-task", type=int, default=10, help="perturbed expert demos per task")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--sft-steps", type=int, default=1500)
+    p.add_argument("--sft-steps", type=int, default=1200)
     p.add_argument("--rl-steps", type=int, default=6)
+    p.add_argument("--eval-per-task", type=int, default=25, help="held-out states per task, before and after")
     p.set_defaults(func=lambda a: __import__("srpo.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers,
-                                                                               a.sft_steps, a.rl_steps))
+                                                                               a.sft_steps, a.rl_steps,
+                                                                               a.eval_per_task))
 
     p = sub.add_parser("sft", help="supervised fine-tuning of the VLA policy on an episode store")
     p.add_argument("--config", help="YAML file with SFTConfig fields")

@@ -42,7 +42,8 @@ def _contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray]], path: Path, c
     plt.close(fig)
 
 
-def run(out: str, per_task: int = 10, workers: int = 2, sft_steps: int = 1500, rl_steps: int = 6) -> int:
+def run(out: str, per_task: int = 10, workers: int = 2, sft_steps: int = 1200, rl_steps: int = 6,
+        eval_per_task: int = 25) -> int:
     from rich.console import Console
 
     console = Console()
@@ -61,12 +62,12 @@ def run(out: str, per_task: int = 10, workers: int = 2, sft_steps: int = 1500, r
     console.rule(f"[bold]3/4 SRPO: world model + {rl_steps} RL steps, held-out eval before and after")
     from srpo_trainer.config import load_config
     from srpo_trainer.rl.config import RLConfig
-    from srpo_trainer.rl.trainer import train_rl
+    from srpo_trainer.rl.trainer import describe_change, train_rl
 
-    config = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
+    config = Path(__file__).resolve().parent.parent / "configs" / "srpo.yaml"
     cfg = load_config(RLConfig, config if config.is_file() else None, [
         f"init={sft}", f"out={root / 'srpo'}", f"steps={rl_steps}", f"eval_every={rl_steps}",
-        "eval_episodes_per_task=10", f"rollout.tasks={DEMO_TASKS}", "rollout.prompts_per_step=4",
+        f"eval_episodes_per_task={eval_per_task}", f"rollout.tasks={DEMO_TASKS}", "rollout.prompts_per_step=8",
         "rollout.group_size=8", f"rollout.workers={workers}", f"reward.world_model.data={store.root}",
         "reward.world_model.steps=600", "checkpoint_every=1"])
     run = train_rl(cfg)
@@ -76,28 +77,51 @@ def run(out: str, per_task: int = 10, workers: int = 2, sft_steps: int = 1500, r
 
     summary = json.loads((run / "summary.json").read_text())
     _before_after(summary, root / "before_after.png")
-    console.print(f"held-out success {100 * summary['eval_before']:.1f}% -> {100 * summary['eval_after']:.1f}% after "
-                  f"{summary['steps']} SRPO steps ({summary['env_steps']} env steps); plots: {root / 'before_after.png'},"
-                  f" {run / 'learning.png'}; TensorBoard: tensorboard --logdir {run / 'tb'}")
+    console.print(describe_change(summary, "eval"))
+    console.print(f"{summary['steps']} SRPO steps, {summary['trajectories']} trajectories, {summary['env_steps']} env "
+                  f"steps; plots: {root / 'before_after.png'}, {run / 'learning.png'}; TensorBoard: tensorboard "
+                  f"--logdir {run / 'tb'}")
     return 0
 
 
 def _before_after(summary: dict, path: Path) -> None:
+    """Per-task and overall held-out success before and after, with Wilson 95% intervals; the title carries the
+    paired 95% interval of the overall change and says whether it excludes zero."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from srpo_trainer.evaluate import wilson_interval
+
     tasks = list(summary["per_task_before"])
-    x = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    ax.bar(x - 0.2, [100 * summary["per_task_before"][t] for t in tasks], 0.4, label="SFT (before)", color="tab:gray")
-    ax.bar(x + 0.2, [100 * summary["per_task_after"][t] for t in tasks], 0.4, label="after SRPO", color="tab:blue")
-    ax.set_xticks(x, tasks, rotation=20, ha="right", fontsize=7)
-    ax.set_ylabel("held-out success (%)")
+    n = summary.get("eval_episodes", 0) // max(len(tasks), 1)
+    labels = tasks + ["all tasks"]
+    before = [summary["per_task_before"][t] for t in tasks] + [summary["eval_before"]]
+    after = [summary["per_task_after"][t] for t in tasks] + [summary["eval_after"]]
+    counts = [n] * len(tasks) + [summary.get("eval_episodes", 0)]
+
+    def bars(rates):
+        cis = [wilson_interval(round(r * c), c) if c else (r, r) for r, c in zip(rates, counts)]
+        y = 100 * np.array(rates)
+        return y, [y - 100 * np.array([lo for lo, _ in cis]), 100 * np.array([hi for _, hi in cis]) - y]
+
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for off, rates, label, colour in ((-0.2, before, "SFT (before)", "tab:gray"), (0.2, after, "after SRPO", "tab:blue")):
+        y, err = bars(rates)
+        ax.bar(x + off, y, 0.4, yerr=err, capsize=3, label=label, color=colour)
+    ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("held-out success (%), Wilson 95% CI")
     ax.set_ylim(0, 105)
-    ax.set_title(f"{summary['steps']} SRPO steps: {100 * summary['eval_before']:.1f}% -> "
-                 f"{100 * summary['eval_after']:.1f}% (held-out states)", fontsize=9)
+    if "eval_change" in summary:
+        d, (lo, hi) = summary["eval_change"], summary["eval_change_ci95"]
+        verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0: no claim"
+        title = (f"{summary['steps']} SRPO steps: {100 * summary['eval_before']:.1f}% -> {100 * summary['eval_after']:.1f}%"
+                 f", change {100 * d:+.1f} pts (paired 95% CI {100 * lo:+.1f}..{100 * hi:+.1f}, {verdict})")
+    else:
+        title = f"{summary['steps']} SRPO steps (held-out states)"
+    ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -121,7 +121,7 @@ def _plot(summary: dict, path: Path, title: str) -> None:
 
 
 def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, progress: bool = True,
-             envs=None) -> dict:
+             envs=None, threads: int | None = None) -> dict:
     """Evaluate ``policy``; with ``out`` write eval.json, eval.png and episodes.gif there. Returns the summary.
     ``envs``: a running vector env to reuse (see ``run_policy_episodes``)."""
     from tqdm import tqdm
@@ -132,7 +132,8 @@ def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, pro
     start = time.perf_counter()
     episodes, clips, _ = run_policy_episodes(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps, cfg.temperature,
                                              cfg.seed, gif_episodes=cfg.gifs if out else 0,
-                                             on_episode=lambda e: bar.update(), envs=envs)
+                                             on_episode=lambda e: bar.update(), envs=envs,
+                                             threads=threads)
     bar.close()
     summary = summarise(episodes)
     summary.update({"policy_version": policy.version, "config": asdict(cfg), "wall_s": time.perf_counter() - start,

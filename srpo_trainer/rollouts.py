@@ -42,12 +42,14 @@ class _Recorder:
 
 def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
                         temperature: float | None, seed: int, record: bool = False, gif_episodes: int = 0,
-                        on_episode: Callable[[dict], None] | None = None, envs=None,
+                        on_episode: Callable[[dict], None] | None = None, envs=None, threads: int | None = None,
                         ) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
     """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference.
 
     ``envs``: a running vector env (``make_vector_env``) to reuse, e.g. across RL steps: starting the simulator
     processes costs seconds per call. It is left open; without it one is started and closed here.
+    ``threads``: torch intra-op threads for inference during the call (restored after): the simulator workers need
+    the cores, and on 2 cores one inference thread is faster overall (``benchmarks/rollout_throughput.py``).
 
     ``temperature`` None acts with the chunk mean (deterministic), else samples at that temperature.
     Returns per-episode results (task, init_state_id, success, progress, length) in job order, side-by-side camera
@@ -123,6 +125,9 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
         if on_episode:
             on_episode(results[index])
 
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         assign(list(range(n_env)))
         policy.eval()
@@ -169,6 +174,7 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
             if finished:
                 assign(finished)
     finally:
+        torch.set_num_threads(threads_before)
         if envs is None:
             venv.close()
     order = sorted(results)

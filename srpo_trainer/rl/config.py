@@ -18,7 +18,7 @@ from srpo_trainer.rl.rewards import REWARD_MODES
 
 FILTERS = ("reward_spread", "success_rate", "none")
 AGGREGATIONS = ("trajectory_mean", "token_mean")
-ADVANTAGES = ("grpo", "rloo")
+ADVANTAGES = ("grpo", "rloo", "progress_gae")
 
 
 def _prompt_reference() -> ProgressRewardConfig:
@@ -43,6 +43,9 @@ class RolloutConfig:
     """Actions executed open loop from each sampled chunk (the chunk's log-prob is what the update scores)."""
     workers: int = 2
     """Simulator processes."""
+    inference_threads: int = 1
+    """torch threads for inference while rolling out (the update uses ``threads``): the simulator processes need
+    the cores (``benchmarks/rollout_throughput.py``)."""
 
     def __post_init__(self) -> None:
         for t in self.tasks or []:
@@ -54,8 +57,8 @@ class RolloutConfig:
             raise ValueError(f"rollout.group_size must be >= 2 (group-normalised advantages), got {self.group_size}")
         if not 1 <= self.train_states <= SPLIT_SIZES["train"]:
             raise ValueError(f"rollout.train_states must be in 1..{SPLIT_SIZES['train']}, got {self.train_states}")
-        if self.prompts_per_step < 1 or self.workers < 1 or self.execute_steps < 1:
-            raise ValueError("rollout.prompts_per_step, workers and execute_steps must be >= 1")
+        if self.prompts_per_step < 1 or self.workers < 1 or self.execute_steps < 1 or self.inference_threads < 1:
+            raise ValueError("rollout.prompts_per_step, workers, execute_steps and inference_threads must be >= 1")
         if self.temperature <= 0:
             raise ValueError(f"rollout.temperature must be > 0, got {self.temperature}")
 
@@ -132,7 +135,7 @@ class FilterConfig:
 class UpdateConfig:
     """PPO-clip update (see ``rl/objectives.py``) guarded by a measured KL per chunk."""
 
-    lr: float = 1e-4
+    lr: float = 1e-5
     weight_decay: float = 0.0
     epochs: int = 8
     """Passes over the step's decisions; the KL guard usually ends the update before the last."""
@@ -146,7 +149,11 @@ class UpdateConfig:
     """KL guard: stop the update once the exact KL(old || new) per decision (over its executed steps, nats),
     averaged over a mini-batch, exceeds this (checked before each gradient step). None: no guard."""
     advantage: str = "grpo"
-    """grpo ((R - mean) / max(std, floor) per group) or rloo (R minus the mean of the group's others, / coef)."""
+    """grpo ((R - mean) / max(std, floor) per group), rloo (R minus the mean of the group's others, / coef), or
+    progress_gae (one advantage per decision: GAE over a value baseline fitted on the per-step progress, see
+    ``objectives.progress_gae_advantages``; needs a per-step progress signal, today the oracle's)."""
+    gae_lambda: float = 0.9
+    """progress_gae: lambda, per decision (chunk)."""
     adv_std_floor: float = 0.1
     """grpo: the std never counts as smaller than this fraction of ``reward.coef`` (0 and ``adv_eps``: the
     reference), so nearly equal rewards are not inflated into unit advantages."""
@@ -181,6 +188,8 @@ class UpdateConfig:
             raise ValueError(f"update.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError(f"update.target_kl must be > 0 (or null for no guard), got {self.target_kl}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"update.gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.adv_std_floor < 0 or self.grad_snr_every < 0:
             raise ValueError("update.adv_std_floor and grad_snr_every must be >= 0")
 
@@ -221,6 +230,9 @@ class RLConfig:
         require_positive(self, "steps", "eval_every", "checkpoint_every", "threads")
         if not 0 <= self.eval_episodes_per_task <= SPLIT_SIZES["heldout"]:
             raise ValueError(f"eval_episodes_per_task must be in 0..{SPLIT_SIZES['heldout']}")
+        if self.update.advantage == "progress_gae" and self.reward.mode != "oracle":
+            raise ValueError("update.advantage=progress_gae needs a per-step progress signal: only reward.mode=oracle "
+                             "has one today (the simulator's privileged progress)")
         if self.exploration.chunk_correlation > 0 and self.update.ratio != "chunk":
             raise ValueError("exploration.chunk_correlation > 0 has no per-step density: needs update.ratio=chunk")
 

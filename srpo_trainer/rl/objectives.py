@@ -54,6 +54,51 @@ def rloo_advantages(rewards: np.ndarray, groups: np.ndarray, scale: float = 1.0)
     return adv
 
 
+def progress_gae_advantages(phi: list[np.ndarray], final_rewards: np.ndarray, tasks: list[str],
+                            lam: float = 0.9) -> list[np.ndarray]:
+    """Per-decision advantages from a dense progress signal: GAE with a value baseline fitted on progress.
+
+        V(s)   = a_task + b_task * phi(s)        least squares of the trajectory's return R on the progress phi at
+                                                 each of its decisions, per task over the step's batch
+        delta_j = V(s_{j+1}) - V(s_j)             (j < M - 1),   delta_{M-1} = R - V(s_{M-1})
+        A_j     = sum_{k >= j} lam^(k - j) delta_k
+
+    With lam = 1 this is R - V(s_j), the trajectory return with a state-dependent baseline; lam < 1 credits each
+    decision mostly with what happened soon after it, so one decision's advantage no longer carries the noise of every
+    later decision of the trajectory (the variance that a trajectory-level advantage suffers). gamma = 1.
+
+    ``phi[i]`` holds the progress at each decision of trajectory i, ``final_rewards[i]`` its return."""
+    final_rewards = np.asarray(final_rewards, dtype=np.float64)
+    if len(phi) != len(final_rewards) or len(tasks) != len(final_rewards):
+        raise ValueError("phi, final_rewards and tasks must have one entry per trajectory")
+    value = [np.zeros(len(p)) for p in phi]
+    for task in set(tasks):
+        idx = [i for i, t in enumerate(tasks) if t == task]
+        x = np.concatenate([np.asarray(phi[i], np.float64) for i in idx])
+        y = np.concatenate([np.full(len(phi[i]), final_rewards[i]) for i in idx])
+        if len(x) == 0:
+            continue
+        if np.ptp(x) < 1e-9:
+            a, b = float(y.mean()), 0.0
+        else:
+            b, a = np.polyfit(x, y, 1)
+        for i in idx:
+            value[i] = a + b * np.asarray(phi[i], np.float64)
+    out = []
+    for v, r in zip(value, final_rewards):
+        nxt = np.append(v[1:], 0.0)
+        delta = nxt - v
+        if len(v):
+            delta[-1] = r - v[-1]
+        adv = np.zeros(len(v))
+        running = 0.0
+        for j in range(len(v) - 1, -1, -1):
+            running = delta[j] + lam * running
+            adv[j] = running
+        out.append(adv)
+    return out
+
+
 def reward_spread_mask(rewards: np.ndarray, groups: np.ndarray, min_spread: float) -> np.ndarray:
     """True for rollouts whose group's rewards span at least ``min_spread`` (max - min): the groups that carry a
     signal under a dense reward, all-fail groups included whenever their failures were scored against a reference."""
@@ -113,5 +158,5 @@ def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor | 
     return masked_mean(torch.exp(d) - d - 1.0, mask)
 
 
-__all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "masked_mean", "ppo_clip_loss", "reward_spread_mask",
-           "rloo_advantages"]
+__all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "masked_mean", "ppo_clip_loss",
+           "progress_gae_advantages", "reward_spread_mask", "rloo_advantages"]

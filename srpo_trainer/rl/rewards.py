@@ -28,8 +28,11 @@ def oracle_rewards(successes: np.ndarray, progress: np.ndarray, max_failure_rewa
                    coef: float = 1.0) -> np.ndarray:
     """R_i = c * (1 if s_i else m * p_i), p_i the simulator's ground-truth final progress in [0, 1]."""
     s = np.asarray(successes, dtype=bool)
-    p = np.clip(np.asarray(progress, dtype=np.float64), 0.0, 1.0)
-    return coef * np.where(s, 1.0, max_failure_reward * p)
+    raw = np.asarray(progress, dtype=np.float64)
+    if not np.all(np.isfinite(raw[~s])):
+        raise ValueError("the oracle reward got non-finite progress for a failed trajectory")
+    p = np.clip(raw, 0.0, 1.0)
+    return coef * np.where(s, 1.0, max_failure_reward * np.nan_to_num(p))
 
 
 def trajectory_rewards(mode: str, successes: np.ndarray, coef: float, *, progress: np.ndarray | None = None,

@@ -46,7 +46,7 @@ from srpo_trainer.progress_reward import SuccessMemory
 from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.exploration import ExplorationPolicy, chunk_log_prob, decision_kl, decision_log_probs
 from srpo_trainer.rl.objectives import (dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss,
-                                        reward_spread_mask, rloo_advantages)
+                                        progress_gae_advantages, reward_spread_mask, rloo_advantages)
 from srpo_trainer.rl.rewards import trajectory_rewards
 from srpo_trainer.rollouts import decision_observation, run_policy_episodes
 from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
@@ -109,7 +109,7 @@ def collect(policy: Policy, cfg: RLConfig, step: int, envs=None) -> tuple[list[E
         jobs = [p for p in prompts for _ in range(n)]
         _, _, eps = run_policy_episodes(policy, jobs, "train", cfg.rollout.workers, cfg.rollout.execute_steps,
                                         cfg.rollout.temperature, _step_seed(cfg, step, refill), record=True,
-                                        envs=envs)
+                                        envs=envs, threads=cfg.rollout.inference_threads)
         episodes += eps
         groups += [refill * P + k for k in range(P) for _ in range(n)]
         refills = refill
@@ -157,12 +157,26 @@ def keep_mask(cfg: RLConfig, rewards: np.ndarray, successes: np.ndarray, groups:
     return reward_spread_mask(rewards, groups, cfg.filter.min_spread * cfg.reward.coef)
 
 
-def advantages_of(cfg: RLConfig, rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Per-trajectory advantages (``update.advantage``)."""
+def advantages_of(cfg: RLConfig, rewards: np.ndarray, groups: np.ndarray,
+                  episodes: list[Episode] | None = None) -> list[np.ndarray]:
+    """Advantages (``update.advantage``), one array per trajectory with one value per decision: grpo and rloo give
+    every decision its trajectory's advantage; progress_gae credits each decision separately from the per-step
+    progress (read only in oracle mode, which the config enforces), scaled by its batch std (floored)."""
     u = cfg.update
+    if u.advantage == "progress_gae":
+        if episodes is None:
+            raise ValueError("progress_gae advantages need the episodes (their per-step progress)")
+        phi = [np.asarray(e.progress, np.float64)[np.asarray(e.chunk_steps)] for e in episodes]
+        adv = progress_gae_advantages(phi, rewards, [e.meta.task for e in episodes], u.gae_lambda)
+        flat = np.concatenate(adv) if adv else np.zeros(0)
+        scale = max(float(flat.std()) if len(flat) else 0.0, u.adv_std_floor * cfg.reward.coef, u.adv_eps)
+        return [(a - flat.mean()) / scale for a in adv]
     if u.advantage == "rloo":
-        return rloo_advantages(rewards, groups, cfg.reward.coef)
-    return group_advantages(rewards, groups, u.adv_eps, u.adv_std_floor * cfg.reward.coef)
+        per_traj = rloo_advantages(rewards, groups, cfg.reward.coef)
+    else:
+        per_traj = group_advantages(rewards, groups, u.adv_eps, u.adv_std_floor * cfg.reward.coef)
+    sizes = [len(e.chunk_steps) for e in episodes] if episodes is not None else [1] * len(per_traj)
+    return [np.full(n, a) for n, a in zip(sizes, per_traj)]
 
 
 # ----------------------------------------------------------------------------------------------------- update
@@ -203,7 +217,7 @@ class _Decisions:
     """(N, G) loss weight of every ratio unit (0 where the step did not run), summing to 1 over the batch."""
 
 
-def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: np.ndarray, cfg: RLConfig,
+def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: list[np.ndarray], cfg: RLConfig,
              batch: int = 128) -> tuple[_Decisions, float]:
     """The acting policy's distribution at every decision (RL here is on-policy: it is the current policy), and how
     far the recomputed chunk log-probs drift from those recorded at rollout time (should be ~0)."""
@@ -232,7 +246,7 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: np
         mask = mask / torch.tensor(per_traj[[e for e, _ in items]], dtype=torch.float32)[:, None]
     recorded = torch.tensor([float(episodes[e].chunk_log_probs[j]) for e, j in items])
     drift = float((torch.cat(full) - recorded).abs().mean())
-    adv = torch.tensor([advantages[e] for e, _ in items], dtype=torch.float32)[:, None]
+    adv = torch.tensor([advantages[e][j] for e, j in items], dtype=torch.float32)[:, None]
     return _Decisions(items, steps, adv, torch.cat(means), torch.cat(log_stds), torch.cat(logps),
                       mask / mask.sum()), drift
 
@@ -247,15 +261,17 @@ def _minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
     x = explore.normalise(chunks, mean)
     logp, _ = decision_log_probs(x, mean, log_std, d.steps[idx], u.ratio, rho)
     w = d.weights[idx]
-    # ppo_clip_loss averages with the weights as a mask; rescale so mini-batches add up to the batch's weighted mean
+    # ppo_clip_loss takes the weighted mean over the mini-batch; scaled by the mini-batch's share of the batch's
+    # weight, the mini-batch losses are unbiased estimates of the whole batch's weighted loss
+    share = w.sum().clamp_min(1e-12)
     loss, info = ppo_clip_loss(logp, d.old_logp[idx], d.advantages[idx], u.clip_low, u.clip_high, u.log_ratio_clamp,
-                               w)
-    loss = loss * w.sum() * len(d.items) / len(idx)
+                               w / share)
+    loss = loss * share * len(d.items) / len(idx)
     if reference is not None and u.kl_coef > 0:
         with torch.no_grad():
             ref_mean, ref_log_std = reference.distribution(obs, T)
             logp_ref, _ = decision_log_probs(x, ref_mean, ref_log_std, d.steps[idx], u.ratio, rho)
-        kl_ref = kl_penalty(logp, logp_ref, w)
+        kl_ref = kl_penalty(logp, logp_ref, w / share)
         loss = loss + u.kl_coef * kl_ref
         info["kl_ref"] = kl_ref.item()
     with torch.no_grad():
@@ -284,7 +300,7 @@ def gradient_cosine(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
 
 
 def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, episodes: list[Episode],
-               advantages: np.ndarray, cfg: RLConfig, rng: np.random.Generator, reference: Policy | None = None,
+               advantages: list[np.ndarray], cfg: RLConfig, rng: np.random.Generator, reference: Policy | None = None,
                measure_snr: bool = False) -> dict[str, float]:
     """PPO-clip over every decision of ``episodes`` (each trajectory's advantage on each of its ratio units), for up
     to ``update.epochs`` passes, stopped by the KL guard once a mini-batch's mean KL(old || new) per decision
@@ -370,7 +386,7 @@ def evaluate_heldout(policy: Policy, explore: ExplorationPolicy, cfg: RLConfig, 
         ecfg = EvalConfig(tasks=cfg.rollout.tasks, episodes_per_task=cfg.eval_episodes_per_task, split="heldout",
                           workers=cfg.rollout.workers, execute_steps=cfg.rollout.execute_steps, seed=EVAL_SEED,
                           gifs=0, temperature=temperature)
-        summary = evaluate(actor, ecfg, progress=False, envs=envs)
+        summary = evaluate(actor, ecfg, progress=False, envs=envs, threads=cfg.rollout.inference_threads)
         row.update({f"{name}/success": summary["success_rate"], f"{name}/progress": summary["mean_progress"],
                     f"{name}/episodes": len(summary["episodes_detail"]),
                     **{f"{name}_task/{t}": v["success_rate"] for t, v in summary["per_task"].items()},
@@ -388,7 +404,6 @@ def _read_metrics(path: Path, upto: int) -> list[dict]:
 def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
     """Run (or resume) RL; returns the run folder. Raises ``RunConfigError`` before any rollout on bad input."""
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
 
     check_run(cfg)
     torch.set_num_threads(cfg.threads)
@@ -483,14 +498,16 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         rewards, diags = step_rewards(cfg, episodes, groups, embeddings, memory)
         t_reward = time.perf_counter() - t0
         keep = keep_mask(cfg, rewards, success, groups)
-        advantages = advantages_of(cfg, rewards, groups)
+        advantages = advantages_of(cfg, rewards, groups, episodes)
+        kept_adv = np.concatenate([a for a, k in zip(advantages, keep) if k]) if keep.any() else np.zeros(1)
         all_fail_kept = sum(1 for g in set(groups[keep].tolist()) if not success[groups == g].any())
         t0 = time.perf_counter()
         kept = [e for e, k in zip(episodes, keep) if k]
         update = {}
         if kept:
             snr = cfg.update.grad_snr_every > 0 and done % cfg.update.grad_snr_every == 0
-            update = ppo_update(explore, optimizer, kept, advantages[keep], cfg, rng, reference, measure_snr=snr)
+            update = ppo_update(explore, optimizer, kept, [a for a, k in zip(advantages, keep) if k], cfg, rng,
+                                reference, measure_snr=snr)
         t_update = time.perf_counter() - t0
         fallbacks = Counter(d.fallback for d in diags.values() if d.fallback)
         row = {
@@ -502,9 +519,8 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
             "filter/kept_all_fail_prompts": all_fail_kept,
             "reward/mean": float(rewards.mean()), "reward/failure_mean": float(rewards[~success].mean())
             if (~success).any() else 0.0,
-            "advantage/mean": float(advantages[keep].mean()) if keep.any() else 0.0,
-            "advantage/std": float(advantages[keep].std()) if keep.any() else 0.0,
-            "advantage/abs_max": float(np.abs(advantages[keep]).max()) if keep.any() else 0.0,
+            "advantage/mean": float(kept_adv.mean()), "advantage/std": float(kept_adv.std()),
+            "advantage/abs_max": float(np.abs(kept_adv).max()),
             "reward/clusters": int(sum(d.clusters for d in diags.values())),
             **{f"reward/fallback_{k}": v for k, v in fallbacks.items()},
             **update,
@@ -540,17 +556,18 @@ def summarise_run(history: list[dict], cfg: RLConfig) -> dict:
     """The run's before/after numbers with their uncertainty: Wilson 95% intervals on each held-out success rate and
     a paired 95% interval on the change (the same held-out states before and after)."""
     evals = [r for r in history if "eval/success" in r]
+    start = evals[0] if evals and evals[0]["step"] == 0 else None  # None: the start was not evaluated in this run
     steps = [r for r in history if r["step"] > 0]
     timing = {k: float(np.mean([r[k] for r in steps if k in r])) for k in
               ("time/rollout_s", "time/reward_s", "time/update_s") if any(k in r for r in steps)}
     summary = {
         "mode": cfg.reward.mode, "steps": len(steps), "env_steps": steps[-1]["env_steps"] if steps else 0,
         "trajectories": steps[-1].get("trajectories", 0) if steps else 0,
-        "eval_before": evals[0]["eval/success"] if evals else None,
+        "eval_before": start["eval/success"] if start else None,
         "eval_after": evals[-1]["eval/success"] if evals else None,
         "eval_curve": [[r["step"], r.get("trajectories", 0), r["eval/success"]] for r in evals],
-        "per_task_before": {k[len("eval_task/"):]: v for k, v in evals[0].items() if k.startswith("eval_task/")}
-        if evals else {},
+        "per_task_before": {k[len("eval_task/"):]: v for k, v in start.items() if k.startswith("eval_task/")}
+        if start else {},
         "per_task_after": {k[len("eval_task/"):]: v for k, v in evals[-1].items() if k.startswith("eval_task/")}
         if evals else {},
         "mean_step_time_s": timing,
@@ -558,17 +575,19 @@ def summarise_run(history: list[dict], cfg: RLConfig) -> dict:
     }
     for name in ("eval", "eval_sampled"):
         key = f"{name}_episodes/success"
-        if len(evals) >= 1 and key in evals[0] and key in evals[-1]:
-            before, after = np.array(evals[0][key]), np.array(evals[-1][key])
+        if not evals or key not in evals[-1]:
+            continue
+        after = np.array(evals[-1][key])
+        summary[f"{name}_after_ci95"] = list(wilson_interval(int(after.sum()), len(after)))
+        summary[f"{name}_episodes"] = len(after)
+        summary[f"{name}_after"] = float(evals[-1][f"{name}/success"])
+        if start is not None and key in start and len(evals) >= 2:
+            before = np.array(start[key])
             summary[f"{name}_before_ci95"] = list(wilson_interval(int(before.sum()), len(before)))
-            summary[f"{name}_after_ci95"] = list(wilson_interval(int(after.sum()), len(after)))
-            if len(evals) >= 2 and len(before) == len(after):
+            summary[f"{name}_before"] = float(start[f"{name}/success"])
+            if len(before) == len(after):
                 diff, lo, hi = paired_difference(before, after)
                 summary[f"{name}_change"], summary[f"{name}_change_ci95"] = diff, [lo, hi]
-            summary[f"{name}_episodes"] = len(after)
-            if name == "eval_sampled":
-                summary["eval_sampled_before"] = float(evals[0]["eval_sampled/success"])
-                summary["eval_sampled_after"] = float(evals[-1]["eval_sampled/success"])
     return summary
 
 
@@ -584,7 +603,7 @@ def print_summary(summary: dict) -> None:
     for task, before in summary["per_task_before"].items():
         after = summary["per_task_after"].get(task)
         table.add_row(task, f"{100 * before:.0f}%", "-" if after is None else f"{100 * after:.0f}%")
-    if summary["eval_before"] is not None:
+    if summary["eval_before"] is not None and summary["eval_after"] is not None:
         table.add_row("[b]mean[/b]", f"{100 * summary['eval_before']:.1f}%", f"{100 * summary['eval_after']:.1f}%")
     console = Console()
     console.print(table)

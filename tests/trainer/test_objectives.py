@@ -110,3 +110,17 @@ def test_reward_spread_filter_keeps_dense_all_fail_groups_and_drops_flat_ones():
     # under a binary reward the two filters agree
     np.testing.assert_array_equal(reward_spread_mask(5 * success, groups, 0.05),
                                   dynamic_sampling_mask(success, groups, 0.1, 0.9))
+
+
+def test_progress_gae_credits_each_decision_with_what_followed_it():
+    from srpo_trainer.rl.objectives import progress_gae_advantages
+
+    # task t: a success whose progress rose to 0.5 at its second decision, a failure that never moved
+    phi, returns, tasks = [np.array([0.0, 0.5]), np.array([0.0, 0.0])], np.array([5.0, 0.0]), ["t", "t"]
+    # V = a + b phi fitted on (phi, R) pairs: b = 20/3, a = 5/3, so V = [5/3, 5] and [5/3, 5/3]
+    mc = progress_gae_advantages(phi, returns, tasks, lam=1.0)  # R - V(s_j)
+    np.testing.assert_allclose(mc[0], [10 / 3, 0.0], atol=1e-9)
+    np.testing.assert_allclose(mc[1], [-5 / 3, -5 / 3], atol=1e-9)
+    td = progress_gae_advantages(phi, returns, tasks, lam=0.0)  # V(s_{j+1}) - V(s_j), R - V at the end
+    np.testing.assert_allclose(td[0], [10 / 3, 0.0], atol=1e-9)  # the decision that made the progress gets it
+    np.testing.assert_allclose(td[1], [0.0, -5 / 3], atol=1e-9)  # the failure is blamed where it ended

@@ -78,6 +78,11 @@ def test_policy_gradient_raises_the_probability_of_the_rewarded_action(policy):
     ("filter.low=0.8", "filter.low <= filter.high"),
     ("rollout.tasks=[fly]", "unknown task"),
     ("update.lr=0", "update.lr"),
+    ("update.ratio=token", "update.ratio must be one of"),
+    ("update.target_kl=0", "target_kl must be > 0"),
+    ("update.advantage=progress_gae", "needs a per-step progress signal"),  # quick.yaml is srpo: no per-step signal
+    ("exploration.chunk_correlation=0.5", "needs update.ratio=chunk"),
+    ("filter.kind=spread", "filter.kind must be one of"),
 ])
 def test_bad_config_values_fail_when_the_config_is_built(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -205,3 +210,35 @@ def test_executed_mask_covers_only_steps_that_ran():
     assert mask.shape == (3, 8, 1)
     assert mask[:, :, 0].sum(dim=1).tolist() == [8, 2, 3]
     assert executed_mask(eps, [(0, 0)], chunk_size=8, execute_steps=4)[0, :, 0].tolist() == [1] * 4 + [0] * 4
+
+
+def test_privileged_progress_reaches_only_the_oracle_reward():
+    """srpo and binary rewards are identical whatever the simulator's progress says (shuffled or NaN); only oracle
+    reads it."""
+    from types import SimpleNamespace
+
+    from srpo_trainer.rl.trainer import step_rewards
+
+    rng = np.random.default_rng(0)
+    success = np.array([True, False, False, True, False, False])
+    progress = np.array([1.0, 0.3, 0.7, 1.0, 0.1, 0.5])
+    emb = rng.normal(size=(6, 4))
+    groups = np.array([0, 0, 0, 1, 1, 1])
+
+    def episodes(p):
+        return [SimpleNamespace(meta=SimpleNamespace(success=bool(s), final_progress=float(x), task="t"))
+                for s, x in zip(success, p)]
+
+    variants = [progress, rng.permutation(progress), np.full(6, np.nan)]
+    for mode in ("srpo", "binary"):
+        cfg = load_config(RLConfig, "configs/srpo.yaml", [f"reward.mode={mode}"])
+        rewards = [step_rewards(cfg, episodes(p), groups, emb if mode == "srpo" else None)[0] for p in variants]
+        for r in rewards[1:]:
+            np.testing.assert_array_equal(r, rewards[0])
+        assert np.all(np.isfinite(rewards[0]))
+    oracle = load_config(RLConfig, "configs/srpo.yaml", ["reward.mode=oracle"])
+    a = step_rewards(oracle, episodes(variants[0]), groups, None)[0]
+    b = step_rewards(oracle, episodes(variants[1]), groups, None)[0]
+    assert not np.array_equal(a, b)  # the oracle does read it
+    with pytest.raises(ValueError, match="non-finite progress"):
+        step_rewards(oracle, episodes(variants[2]), groups, None)

@@ -71,10 +71,10 @@ def test_the_default_update_raises_success_within_a_few_steps(mode):
         groups = np.repeat(np.arange(prompts), n)
         rewards, _ = step_rewards(cfg, episodes, groups, None)
         keep = keep_mask(cfg, rewards, np.array([e.meta.success for e in episodes]), groups)
-        advantages = advantages_of(cfg, rewards, groups)
+        advantages = advantages_of(cfg, rewards, groups, episodes)
         if keep.any():
-            stats_ = ppo_update(explore, optimizer, [e for e, k in zip(episodes, keep) if k], advantages[keep], cfg,
-                                rng)
+            stats_ = ppo_update(explore, optimizer, [e for e, k in zip(episodes, keep) if k],
+                                [a for a, k in zip(advantages, keep) if k], cfg, rng)
             assert stats_["update/optimizer_steps"] > 0 and stats_["update/old_logp_drift"] < 1e-3
     end = success_rate()
     assert start <= 0.3
