@@ -75,6 +75,31 @@ def ensure_start(args) -> str:
                                    steps=args.sft_steps, seed=0)))
 
 
+def start_evaluation(init: str, config: str, overrides: list[str], work: Path, episodes_per_task: int) -> dict:
+    """The start's held-out evaluation (deterministic and sampled, the runs' own evaluation function and seed), done
+    once per start checkpoint and evaluation size and shared by every run (cached under ``work``)."""
+    import torch
+
+    from srpo_trainer.config import load_config
+    from srpo_trainer.policies import load_policy
+    from srpo_trainer.rl.config import RLConfig
+    from srpo_trainer.rl.exploration import ExplorationPolicy
+    from srpo_trainer.rl.trainer import evaluate_heldout
+
+    path = work / f"start_eval_{episodes_per_task}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("init") == str(init):
+            return cached["row"]
+    cfg = load_config(RLConfig, config, overrides)
+    torch.set_num_threads(cfg.threads)
+    policy = load_policy(init)
+    row = evaluate_heldout(policy, ExplorationPolicy(policy, cfg.exploration), cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"init": str(init), "row": row}))
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=TASKS, help="comma-separated tasks (SFT and RL)")
@@ -92,13 +117,9 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", help="extra RLConfig overrides for every run")
     args = parser.parse_args()
 
-    import torch
-
     from srpo_trainer.config import load_config
-    from srpo_trainer.policies import load_policy
     from srpo_trainer.rl.config import RLConfig
-    from srpo_trainer.rl.exploration import ExplorationPolicy
-    from srpo_trainer.rl.trainer import evaluate_heldout, train_rl
+    from srpo_trainer.rl.trainer import train_rl
 
     t_start = time.perf_counter()
     init = ensure_start(args)
@@ -110,16 +131,7 @@ def main() -> int:
               f"reward.world_model.data={work / 'demos'}" if not args.init else "", *args.overrides]
     common = [c for c in common if c]
 
-    start_file = work / f"start_eval_{args.eval_episodes_per_task}.json"
-    if start_file.is_file():
-        start_row = json.loads(start_file.read_text())
-    else:
-        cfg = load_config(RLConfig, args.config, common)
-        torch.set_num_threads(cfg.threads)
-        policy = load_policy(init)
-        start_row = evaluate_heldout(policy, ExplorationPolicy(policy, cfg.exploration), cfg)
-        start_file.parent.mkdir(parents=True, exist_ok=True)
-        start_file.write_text(json.dumps(start_row))
+    start_row = start_evaluation(init, args.config, common, work, args.eval_episodes_per_task)
     print(f"start: held-out success {100 * start_row['eval/success']:.1f}% deterministic, "
           f"{100 * start_row['eval_sampled/success']:.1f}% sampled ({start_row['eval/episodes']} episodes)")
 

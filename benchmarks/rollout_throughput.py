@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pyplot, write_json  # noqa: E402
+from sim_throughput import vectorised  # noqa: E402  (the raw vector env, random actions)
 
 TASKS = ["place_red_cube_in_tray", "push_red_cube", "stack_red_cube_on_blue_cube", "press_button"]
 
@@ -40,21 +41,6 @@ def _policy():
     stats = NormStats(np.zeros(7, np.float32), np.full(7, 0.5, np.float32), np.zeros(8, np.float32),
                       np.ones(8, np.float32))
     return TinyVLAPolicy(TinyVLAConfig(), TABLETOP_SPEC.with_image_size(64, 64), stats)
-
-
-def raw(steps: int, workers: int) -> float:
-    from srpo.sim.vector import make_vector_env
-
-    venv = make_vector_env(workers, image_size=64, autoreset=True)
-    rng = np.random.default_rng(0)
-    venv.reset_envs([{"task": TASKS[i % len(TASKS)]} for i in range(workers)])
-    n = steps // workers
-    start = time.perf_counter()
-    for _ in range(n):
-        venv.step(rng.uniform(-1, 1, (workers, 7)).astype(np.float32))
-    rate = n * workers / (time.perf_counter() - start)
-    venv.close()
-    return rate
 
 
 def rollout(policy, jobs, workers: int, threads: int, persistent: bool, calls: int) -> float:
@@ -99,7 +85,7 @@ def main() -> int:
 
     policy = _policy()
     jobs = [(TASKS[i % len(TASKS)], i) for i in range(args.episodes)]
-    rows = {"raw_2w": statistics.median(raw(3000, 2) for _ in range(args.repeats))}
+    rows = {"raw_2w": statistics.median(vectorised(64, 3000, 2) for _ in range(args.repeats))}
     print(f"raw vector env (2 workers, random actions): {rows['raw_2w']:.0f} steps/s")
     for name in args.variants.split(","):
         persistent, workers, threads = VARIANTS[name]

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pyplot, write_json  # noqa: E402
-from learning import TASKS, ensure_start  # noqa: E402
+from learning import TASKS, ensure_start, start_evaluation  # noqa: E402
 
 PAPER = ["exploration.std_mode=learned", "update.ratio=element", "update.lr=2e-5", "update.epochs=2",
          "update.minibatch_size=256", "update.target_kl=null", "update.adv_std_floor=0", "filter.kind=success_rate"]
@@ -64,14 +64,10 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
 
-    import torch
-
     from srpo_trainer.config import load_config
     from srpo_trainer.evaluate import wilson_interval
-    from srpo_trainer.policies import load_policy
     from srpo_trainer.rl.config import RLConfig
-    from srpo_trainer.rl.exploration import ExplorationPolicy
-    from srpo_trainer.rl.trainer import evaluate_heldout, train_rl
+    from srpo_trainer.rl.trainer import train_rl
 
     init = ensure_start(args)
     work, tasks = Path(args.work), args.tasks.split(",")
@@ -79,16 +75,7 @@ def main() -> int:
               f"eval_every={args.steps}", f"eval_episodes_per_task={args.eval_episodes_per_task}",
               "eval_sampled=true", "eval_start=false", "filter.max_refills=0", f"reward.mode={args.mode}",
               f"seed={args.seed}", f"reward.world_model.data={work / 'demos'}"]
-    start_file = work / f"start_eval_{args.eval_episodes_per_task}.json"
-    if start_file.is_file():
-        start = json.loads(start_file.read_text())
-    else:
-        cfg = load_config(RLConfig, args.config, common)
-        torch.set_num_threads(cfg.threads)
-        policy = load_policy(init)
-        start = evaluate_heldout(policy, ExplorationPolicy(policy, cfg.exploration), cfg)
-        start_file.parent.mkdir(parents=True, exist_ok=True)
-        start_file.write_text(json.dumps(start))
+    start = start_evaluation(init, args.config, common, work, args.eval_episodes_per_task)
 
     def point(row: dict, name: str) -> dict:
         o = row[f"{name}_episodes/success"]

@@ -600,9 +600,10 @@ def print_summary(summary: dict) -> None:
     table.add_column("task")
     table.add_column("held-out success before", justify="right")
     table.add_column("after", justify="right")
-    for task, before in summary["per_task_before"].items():
-        after = summary["per_task_after"].get(task)
-        table.add_row(task, f"{100 * before:.0f}%", "-" if after is None else f"{100 * after:.0f}%")
+    for task in summary["per_task_before"] or summary["per_task_after"]:
+        before, after = summary["per_task_before"].get(task), summary["per_task_after"].get(task)
+        table.add_row(task, "-" if before is None else f"{100 * before:.0f}%",
+                      "-" if after is None else f"{100 * after:.0f}%")
     if summary["eval_before"] is not None and summary["eval_after"] is not None:
         table.add_row("[b]mean[/b]", f"{100 * summary['eval_before']:.1f}%", f"{100 * summary['eval_after']:.1f}%")
     console = Console()
