@@ -18,7 +18,9 @@ ones, so hard tasks get shaping before the policy first solves them within a bat
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict, deque
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,9 +181,18 @@ class SuccessMemory:
     def __len__(self) -> int:
         return sum(len(q) for q in self._store.values())
 
+    FILE = "success_memory.npz"
+
     def save(self, path) -> None:
-        """Write the memory as an ``.npz`` of plain arrays (one per task; no pickle)."""
-        np.savez(path, **{task: np.stack(q) for task, q in self._store.items() if q})
+        """Write the memory as an ``.npz`` of plain arrays (one per task; no pickle), atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez(tmp, **{task: np.stack(q) for task, q in self._store.items() if q})
+        os.replace(tmp, path)
+
+    def save_into(self, folder) -> None:
+        """Save as ``FILE`` inside ``folder`` (a run checkpoint)."""
+        self.save(Path(folder) / self.FILE)
 
     def load(self, path) -> None:
         with np.load(path, allow_pickle=False) as data:

@@ -35,10 +35,13 @@ def open_run(out: str | os.PathLike, config) -> Path:
 
 
 def save_run_checkpoint(run: Path, step: int, save_model: Callable[[Path], object], optimizer, scheduler,
-                        rng: np.random.Generator) -> Path:
-    """Write ``run/checkpoints/step_N`` (``save_model(folder)`` writes the weights) and point ``latest`` at it."""
+                        rng: np.random.Generator, save_extra: Callable[[Path], object] | None = None) -> Path:
+    """Write ``run/checkpoints/step_N`` (``save_model(folder)`` writes the weights, ``save_extra(folder)`` any other
+    state of the run, e.g. the success memory) and only then point ``latest`` at it."""
     ckpt = Path(run) / "checkpoints" / f"step_{step:07d}"
     save_model(ckpt)
+    if save_extra is not None:
+        save_extra(ckpt)
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": torch.get_rng_state()}
     tmp = ckpt / ".trainer_state.pt.tmp"

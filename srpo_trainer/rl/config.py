@@ -148,6 +148,12 @@ class UpdateConfig:
     target_kl: float | None = 0.5
     """KL guard: stop the update once the exact KL(old || new) per decision (over its executed steps, nats),
     averaged over a mini-batch, exceeds this (checked before each gradient step). None: no guard."""
+    adaptive_lr: bool = True
+    """Adapt the step size to the KL guard after every RL step: x1.5 when the update ended below target_kl / 2
+    without being stopped, /1.5 when it overshot target_kl (an Adam step at a fixed lr can move this policy by
+    0.1-10 nats per decision depending on the batch; the guard alone cannot undo an overshoot)."""
+    lr_range: list[float] = field(default_factory=lambda: [1e-6, 1e-3])
+    """Bounds of the adapted learning rate."""
     advantage: str = "grpo"
     """grpo ((R - mean) / max(std, floor) per group), rloo (R minus the mean of the group's others, / coef), or
     progress_gae (one advantage per decision: GAE over a value baseline fitted on the per-step progress, see
@@ -188,6 +194,8 @@ class UpdateConfig:
             raise ValueError(f"update.advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError(f"update.target_kl must be > 0 (or null for no guard), got {self.target_kl}")
+        if len(self.lr_range) != 2 or not 0 < self.lr_range[0] <= self.lr <= self.lr_range[1]:
+            raise ValueError(f"update.lr_range must be [low, high] with 0 < low <= lr <= high, got {self.lr_range}")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"update.gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.adv_std_floor < 0 or self.grad_snr_every < 0:

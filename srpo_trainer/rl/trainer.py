@@ -341,7 +341,12 @@ def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, epi
     with torch.no_grad():
         kls = [_minibatch_loss(explore, episodes, d, np.arange(s, min(s + 256, len(d.items))), cfg, None)[2]
                for s in range(0, len(d.items), 256)]
-    out["update/kl_final"] = float(torch.cat(kls).mean())
+    out["update/kl_final"] = kl_final = float(torch.cat(kls).mean())
+    if u.adaptive_lr and u.target_kl is not None:  # the next RL step starts from a step size that fits the guard
+        factor = 1.5 if (kl_final < u.target_kl / 2 and not stopped) else 1 / 1.5 if kl_final > u.target_kl else 1.0
+        for group in optimizer.param_groups:
+            group["lr"] = float(np.clip(group["lr"] * factor, *u.lr_range))
+    out["update/lr"] = float(optimizer.param_groups[0]["lr"])
     with torch.no_grad():
         obs, _ = _decision_batch(episodes, d.items[:1])
         out["policy/entropy"] = float(explore.entropy(obs, cfg.rollout.temperature).mean())
@@ -425,8 +430,8 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     if resume is not None:
         start = restore_trainer_state(resume, optimizer, scheduler, rng)
-        if memory is not None and (resume / "success_memory.npz").is_file():
-            memory.load(resume / "success_memory.npz")
+        if memory is not None and (resume / SuccessMemory.FILE).is_file():
+            memory.load(resume / SuccessMemory.FILE)
         print(f"resuming {run} from {resume.name} (step {start}/{cfg.steps})")
     policy.version = f"rl:{run.name}"
     metrics_path = run / METRICS_FILE
@@ -537,9 +542,10 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         bar.set_postfix(succ=f"{row['rollout/success']:.2f}", kept=row["filter/kept_prompts"],
                         eval=f"{row['eval/success']:.2f}" if "eval/success" in row else "-")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            ckpt = save_run_checkpoint(run, done, policy.save_pretrained, optimizer, scheduler, rng)
-            if memory is not None:
-                memory.save(ckpt / "success_memory.npz")
+            # the success memory is part of the checkpoint: written before ``latest`` names it, so a resume never
+            # finds a checkpoint without the memory it was taken with
+            save_run_checkpoint(run, done, policy.save_pretrained, optimizer, scheduler, rng,
+                                save_extra=memory.save_into if memory is not None else None)
     return history
 
 
