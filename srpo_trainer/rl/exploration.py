@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from srpo_trainer.policies.base import Observation, Policy, PolicyOutput
+from srpo_trainer.policies.tiny_vla import gaussian_log_prob_elements
 
 STD_MODES = ("learned", "clamped", "fixed")
 RATIOS = ("element", "step", "chunk")
@@ -141,10 +142,8 @@ class ExplorationPolicy(Policy):
 
 
 # ------------------------------------------------------------------------------------------- pure functions
-def element_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log N(x_ka | mu_ka, sigma_ka^2) per chunk element, (B, K, A)."""
-    z = (x - mean) * torch.exp(-log_std)
-    return -0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+# log N(x_ka | mu_ka, sigma_ka^2) per chunk element, (B, K, A): the policy's own definition
+element_log_prob = gaussian_log_prob_elements
 
 
 def _step_mask(steps: torch.Tensor, K: int, dtype: torch.dtype) -> torch.Tensor:
