@@ -195,13 +195,6 @@ def executed_steps(episodes: list[Episode], items: list[tuple[int, int]], execut
     return torch.tensor([min(execute_steps, episodes[e].length - int(episodes[e].chunk_steps[j])) for e, j in items])
 
 
-def executed_mask(episodes: list[Episode], items: list[tuple[int, int]], chunk_size: int,
-                  execute_steps: int) -> torch.Tensor:
-    """(N, K, 1): 1 for the chunk steps that were executed (see ``executed_steps``)."""
-    steps = executed_steps(episodes, items, execute_steps)
-    return (torch.arange(chunk_size)[None, :] < steps[:, None]).float()[..., None]
-
-
 @dataclass
 class _Decisions:
     """The step's decisions as the update sees them: which (episode, decision) pairs, how many of each chunk's

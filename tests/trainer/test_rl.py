@@ -200,16 +200,21 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, sft_start, demo_store):
     assert _without_times(resumed) == _without_times(rows)
 
 
-def test_executed_mask_covers_only_steps_that_ran():
+def test_executed_steps_count_only_steps_that_ran():
     from types import SimpleNamespace
 
-    from srpo_trainer.rl.trainer import executed_mask
+    from srpo_trainer.rl.exploration import decision_log_probs
+    from srpo_trainer.rl.trainer import executed_steps
 
     eps = [SimpleNamespace(length=10, chunk_steps=np.array([0, 8])), SimpleNamespace(length=3, chunk_steps=[0])]
-    mask = executed_mask(eps, [(0, 0), (0, 1), (1, 0)], chunk_size=8, execute_steps=8)
-    assert mask.shape == (3, 8, 1)
-    assert mask[:, :, 0].sum(dim=1).tolist() == [8, 2, 3]
-    assert executed_mask(eps, [(0, 0)], chunk_size=8, execute_steps=4)[0, :, 0].tolist() == [1] * 4 + [0] * 4
+    steps = executed_steps(eps, [(0, 0), (0, 1), (1, 0)], execute_steps=8)
+    assert steps.tolist() == [8, 2, 3]
+    _, mask = decision_log_probs(torch.zeros(3, 8, 7), torch.zeros(3, 8, 7), torch.zeros(8, 7), steps, "step")
+    assert mask.shape == (3, 8) and mask.sum(dim=1).tolist() == [8, 2, 3]
+    four = executed_steps(eps, [(0, 0)], execute_steps=4)
+    assert decision_log_probs(torch.zeros(1, 8, 7), torch.zeros(1, 8, 7), torch.zeros(8, 7), four, "step")[1][0].tolist() \
+        == [1] * 4 + [0] * 4
+
 
 
 def test_privileged_progress_reaches_only_the_oracle_reward():
