@@ -34,7 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pyplot, write_json  # noqa: E402
 
 TASKS = "place_red_cube_in_tray,push_red_cube,stack_red_cube_on_blue_cube,press_button"
-COLOURS = {"srpo": "tab:blue", "binary": "tab:orange", "oracle": "tab:green"}
+COLOURS = {"srpo": "tab:blue", "binary": "tab:orange", "oracle": "tab:green", "demos_only": "tab:purple"}
+CONTROL = "demos_only"
+"""The control run (``--modes`` may name it): the same update on the demonstrations alone, rollouts collected but
+never learned from (``update.regression.use_rollouts=false``, needs ``update.loss=rwr``). What RL adds is the
+difference to it, not to the start."""
 BOOTSTRAP = 4000
 
 
@@ -128,7 +132,10 @@ def main() -> int:
     common = [f"init={init}", f"rollout.tasks=[{','.join(tasks)}]", f"steps={args.steps}",
               f"eval_every={args.eval_every}", f"eval_episodes_per_task={args.eval_episodes_per_task}",
               "eval_sampled=true", "eval_start=false", "filter.max_refills=0",
-              f"reward.world_model.data={work / 'demos'}" if not args.init else "", *args.overrides]
+              f"reward.world_model.data={work / 'demos'}" if not args.init else "",
+              # the demonstrations reward-weighted regression mixes in (update.loss=rwr): the start's own SFT data
+              f"update.regression.demos={work / 'demos'}" if not args.init else "",
+              f"update.regression.demos_per_task={args.demos}" if not args.init else "", *args.overrides]
     common = [c for c in common if c]
 
     start_row = start_evaluation(init, args.config, common, work, args.eval_episodes_per_task)
@@ -139,7 +146,9 @@ def main() -> int:
     for seed in seeds:  # seeds outermost: an interrupted benchmark has every mode at equal depth
         for mode in modes:
             run = work / f"{mode}_seed{seed}"
-            cfg = load_config(RLConfig, args.config, [*common, f"out={run}", f"reward.mode={mode}", f"seed={seed}"])
+            mode_args = (["reward.mode=binary", "update.regression.use_rollouts=false"] if mode == CONTROL
+                         else [f"reward.mode={mode}"])
+            cfg = load_config(RLConfig, args.config, [*common, f"out={run}", *mode_args, f"seed={seed}"])
             t0 = time.perf_counter()
             print(f"== {mode} seed {seed} -> {run}")
             train_rl(cfg)
@@ -202,7 +211,8 @@ def summarise(runs: dict, start_row: dict, tasks: list[str], args, init: str) ->
         r["diagnostics"] = {k: float(np.nanmean([row.get(k, np.nan) for row in steps])) for k in (
             "rollout/success", "filter/kept_prompts", "filter/kept_all_fail_prompts", "update/kl_final",
             "update/clip_fraction", "update/epochs_done", "update/optimizer_steps", "update/grad_cosine",
-            "policy/explore_std", "advantage/abs_max")}
+            "policy/explore_std", "advantage/abs_max", "regression/failure_weight_share",
+            "regression/successes", "update/l1")}
         result["modes"][mode] = r
     targets: dict = {}
     m = result["modes"]
@@ -233,6 +243,11 @@ def summarise(runs: dict, start_row: dict, tasks: list[str], args, init: str) ->
         else:
             targets["srpo_trajectories_to_binary_final"] = None
             targets["note"] = "binary did not improve on the start: trajectories-to-match is undefined"
+    for mode in ("srpo", "binary", "oracle"):
+        if mode in m and CONTROL in m:  # what learning from the rollouts adds over more steps on the demos alone
+            diff = bootstrap_mean(finals[(mode, "eval")] - finals[(CONTROL, "eval")], rng)
+            targets[f"{mode}_minus_{CONTROL}_points"] = 100 * diff[0]
+            targets[f"{mode}_minus_{CONTROL}_ci95_points"] = [100 * diff[1], 100 * diff[2]]
     result["targets"] = targets
     return result
 

@@ -76,7 +76,8 @@ class ChunkDataset:
         proprio, chunks, masks, texts = [], [], [], []
         self.instructions: list[str] = []
         self.tasks: list[str] = []
-        for ep in episodes:
+        sample_episode = []
+        for e, ep in enumerate(episodes):
             T = ep.length
             if T == 0:
                 continue
@@ -89,12 +90,15 @@ class ChunkDataset:
             text_id = self._text_id(ep.meta.instruction)
             texts.append(np.full(T, text_id, np.int64))
             self.tasks.extend([ep.meta.task] * T)
+            sample_episode.append(np.full(T, e, np.int64))
         self.images = {c: np.concatenate(v) for c, v in images.items()}
         self.proprio = np.concatenate(proprio).astype(np.float32)
         self.chunks = np.concatenate(chunks).astype(np.float32)
         self.mask = np.concatenate(masks)
         self.text_ids = np.concatenate(texts)
         self.episodes = len(episodes)
+        self.sample_episode = np.concatenate(sample_episode)
+        """(N,) index into ``episodes`` of each sample (for per-episode weights)."""
 
     def _text_id(self, text: str) -> int:
         if text not in self.instructions:

@@ -19,6 +19,7 @@ from srpo_trainer.rl.rewards import REWARD_MODES
 FILTERS = ("reward_spread", "success_rate", "none")
 AGGREGATIONS = ("trajectory_mean", "token_mean")
 ADVANTAGES = ("grpo", "rloo", "progress_gae")
+LOSSES = ("ppo_clip", "rwr")
 
 
 def _prompt_reference() -> ProgressRewardConfig:
@@ -132,9 +133,45 @@ class FilterConfig:
 
 
 @dataclass
-class UpdateConfig:
-    """PPO-clip update (see ``rl/objectives.py``) guarded by a measured KL per chunk."""
+class RegressionConfig:
+    """``update.loss: rwr``: reward-weighted regression on the recent rollouts (and the demonstrations)."""
 
+    beta: float = 0.1
+    """Temperature of the weights exp((R/c - 1) / beta) (``objectives.reward_weights``): a success weighs 1, a
+    failure whose dense reward is R weighs exp(-(1 - R/c) / beta)."""
+    min_weight: float = 1e-3
+    """Trajectories weighing less are left out (they would only cost memory)."""
+    steps: int = 200
+    """Gradient steps of the SFT loss per RL step."""
+    batch_size: int = 64
+    replay_steps: int = 0
+    """Regress on the rollouts of the last N RL steps (0: every step so far)."""
+    demos: str | None = None
+    """Episode store of demonstrations mixed in with weight 1 (e.g. the SFT data): keeps the policy anchored."""
+    demos_per_task: int | None = None
+    augment_shift: int = 4
+    """Random-shift augmentation in pixels, as in SFT."""
+    use_rollouts: bool = True
+    """False: regress on the demonstrations only (rollouts are still collected and scored). The control that
+    separates what the rollouts teach from what more supervised steps on the demonstrations alone would do."""
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0 or not 0 <= self.min_weight < 1:
+            raise ValueError("update.regression.beta must be > 0 and min_weight in [0, 1)")
+        if self.steps < 1 or self.batch_size < 1 or self.replay_steps < 0 or self.augment_shift < 0:
+            raise ValueError("update.regression.steps and batch_size must be >= 1, replay_steps and augment_shift "
+                             ">= 0")
+
+
+@dataclass
+class UpdateConfig:
+    """The policy update: PPO-clip guarded by a measured KL per chunk, or reward-weighted regression (see
+    ``rl/objectives.py``)."""
+
+    loss: str = "ppo_clip"
+    """ppo_clip (policy gradient through importance ratios) or rwr (reward-weighted regression: the SFT loss on the
+    recent rollouts weighted by their rewards, plus the demonstrations; no ratio; settings in ``regression``)."""
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
     lr: float = 1e-5
     weight_decay: float = 0.0
     epochs: int = 8
@@ -186,6 +223,8 @@ class UpdateConfig:
             raise ValueError("need 0 < update.clip_low < 1 and update.clip_high > 0")
         if self.kl_coef < 0 or self.grad_clip <= 0:
             raise ValueError("update.kl_coef must be >= 0 and grad_clip > 0")
+        if self.loss not in LOSSES:
+            raise ValueError(f"update.loss must be one of {LOSSES}, got {self.loss!r}")
         if self.loss_aggregation not in AGGREGATIONS:
             raise ValueError(f"update.loss_aggregation must be one of {AGGREGATIONS}, got {self.loss_aggregation!r}")
         if self.ratio not in RATIOS:
@@ -245,5 +284,5 @@ class RLConfig:
             raise ValueError("exploration.chunk_correlation > 0 has no per-step density: needs update.ratio=chunk")
 
 
-__all__ = ["ADVANTAGES", "ExplorationConfig", "FILTERS", "FilterConfig", "RLConfig", "RewardConfig", "RolloutConfig", "UpdateConfig",
+__all__ = ["ADVANTAGES", "LOSSES", "RegressionConfig", "ExplorationConfig", "FILTERS", "FilterConfig", "RLConfig", "RewardConfig", "RolloutConfig", "UpdateConfig",
            "WorldModelFitConfig"]

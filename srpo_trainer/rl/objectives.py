@@ -7,6 +7,7 @@
     rho_i    = exp(clamp(log pi(a_i|s_i) - log pi_old(a_i|s_i), -c, c))            importance ratio
     L_clip   = -mean_i min(rho_i A_i, clip(rho_i, 1 - eps_low, 1 + eps_high) A_i)   asymmetric PPO clip (DAPO)
     KL_k3    = mean_i (exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1)        optional penalty to the reference
+    w_i      = exp((R_i / c - 1) / beta)                                           reward-weighted regression (RWR)
 
 ``c`` is the reward coefficient. The std floor ``f c`` (``f = 0`` and ``+ eps``: the reference) stops a group whose
 rewards are nearly equal from having its tiny differences blown up into unit advantages.
@@ -125,6 +126,21 @@ def dynamic_sampling_mask(successes: np.ndarray, groups: np.ndarray, low: float 
     return keep
 
 
+def reward_weights(rewards: np.ndarray, coef: float, beta: float) -> np.ndarray:
+    """w_i = exp((R_i / c - 1) / beta): the weight of trajectory i in reward-weighted regression (Peters & Schaal).
+
+    A success (R = c) weighs 1 and a failure exp(-(1 - R/c) / beta) < 1, so ``beta`` sets how much a failure's dense
+    reward counts: as beta -> 0 only successes remain (success-filtered behaviour cloning, which is what the binary
+    reward gives at any beta, its failures being exp(-1/beta)). Unlike a group-normalised advantage the weight is
+    absolute: all-success groups are imitated too."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    r = np.asarray(rewards, dtype=np.float64) / coef
+    if not np.all(np.isfinite(r)):
+        raise ValueError("reward-weighted regression got a non-finite reward")
+    return np.exp((np.minimum(r, 1.0) - 1.0) / beta)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """mean over the elements where ``mask`` is 1 (all elements without a mask); ``mask`` broadcasts to ``x``."""
     if mask is None:
@@ -159,4 +175,4 @@ def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor | 
 
 
 __all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "masked_mean", "ppo_clip_loss",
-           "progress_gae_advantages", "reward_spread_mask", "rloo_advantages"]
+           "progress_gae_advantages", "reward_spread_mask", "reward_weights", "rloo_advantages"]

@@ -12,8 +12,10 @@ One RL step:
    progress (oracle). Rewards are computed over every trajectory of the step, so successes of dropped all-success
    groups still serve as references;
 4. **advantage**: (R - mean) / (std + eps) within each prompt's group;
-5. **update**: ``epochs`` passes of PPO-clip over mini-batches of decisions (sampled chunks), with the log-probs
-   recorded at rollout time as the old policy.
+5. **update** (``update.loss``): ``ppo_clip``: epochs of PPO-clip over mini-batches of decisions (sampled chunks),
+   with the log-probs recorded at rollout time as the old policy, stopped by a KL guard; or ``rwr``:
+   reward-weighted regression, the SFT loss on the rollouts of the recent steps (each weighted
+   exp((R/c - 1) / beta): successes 1, failures by their dense reward; no group filter) plus the demonstrations.
 
 The run folder holds ``config.yaml``, ``metrics.jsonl`` (one line per step), TensorBoard logs in ``tb/``,
 checkpoints (policy + optimizer, every ``checkpoint_every`` steps), ``world_model/`` when one was fitted,
@@ -39,6 +41,7 @@ import torch
 from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
 from srpo.sim.tabletop.tasks import TASKS
+from srpo_trainer.datasets import select_episodes
 from srpo_trainer.evaluate import EvalConfig, evaluate, paired_difference, wilson_interval
 from srpo_trainer.policies import load_policy
 from srpo_trainer.policies.base import Observation, Policy
@@ -46,7 +49,7 @@ from srpo_trainer.progress_reward import SuccessMemory
 from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.exploration import ExplorationPolicy, chunk_log_prob, decision_kl, decision_log_probs
 from srpo_trainer.rl.objectives import (dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss,
-                                        progress_gae_advantages, reward_spread_mask, rloo_advantages)
+                                        progress_gae_advantages, reward_spread_mask, reward_weights, rloo_advantages)
 from srpo_trainer.rl.rewards import trajectory_rewards
 from srpo_trainer.rollouts import decision_observation, run_policy_episodes
 from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
@@ -66,6 +69,9 @@ def check_run(cfg: RLConfig) -> None:
         raise RunConfigError("no initial policy: pass --init CKPT (an SFT checkpoint)")
     if not (Path(cfg.init) / "config.json").is_file():
         raise RunConfigError(f"--init {cfg.init}: not a policy checkpoint (no config.json)")
+    demos = cfg.update.regression.demos
+    if cfg.update.loss == "rwr" and demos and not Path(demos).is_dir():
+        raise RunConfigError(f"update.regression.demos: {demos} is not a directory")
     r = cfg.reward
     if r.mode != "srpo":
         return
@@ -272,6 +278,23 @@ def _minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
     return loss, info, kl
 
 
+def _optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> float:
+    """One clipped gradient step on ``loss``; returns the gradient norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(list(params), grad_clip)
+    optimizer.step()
+    return grad_norm.item()
+
+
+def _batch_kl(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, cfg: RLConfig) -> float:
+    """Mean exact KL(old || current) per decision over all of ``d`` under the current parameters."""
+    with torch.no_grad():
+        kls = [_minibatch_loss(explore, episodes, d, np.arange(s, min(s + 256, len(d.items))), cfg, None)[2]
+               for s in range(0, len(d.items), 256)]
+    return float(torch.cat(kls).mean())
+
+
 def gradient_cosine(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, cfg: RLConfig,
                     rng: np.random.Generator, cap: int = 256) -> float:
     """Cosine between the policy gradients of two disjoint random halves of the step's decisions (at most ``cap``
@@ -316,13 +339,9 @@ def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, epi
             if u.target_kl is not None and float(kl.mean()) > u.target_kl:
                 stopped = True  # the policy has moved as far as is safe on this batch
                 break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(explore.parameters(), u.grad_clip)
-            optimizer.step()
+            stats["grad_norm"].append(_optimizer_step(optimizer, loss, explore.parameters(), u.grad_clip))
             n_steps += 1
             stats["loss"].append(loss.item())
-            stats["grad_norm"].append(grad_norm.item())
             for k in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
                 if k in info:
                     stats[k].append(info[k])
@@ -330,11 +349,7 @@ def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, epi
             break
         epochs_done += 1
     out.update({f"update/{k}": float(np.mean(v)) for k, v in stats.items() if v})
-    # the KL actually reached: the whole batch under the final parameters
-    with torch.no_grad():
-        kls = [_minibatch_loss(explore, episodes, d, np.arange(s, min(s + 256, len(d.items))), cfg, None)[2]
-               for s in range(0, len(d.items), 256)]
-    out["update/kl_final"] = kl_final = float(torch.cat(kls).mean())
+    out["update/kl_final"] = kl_final = _batch_kl(explore, episodes, d, cfg)  # the KL actually reached
     if u.adaptive_lr and u.target_kl is not None:  # the next RL step starts from a step size that fits the guard
         factor = 1.5 if (kl_final < u.target_kl / 2 and not stopped) else 1 / 1.5 if kl_final > u.target_kl else 1.0
         for group in optimizer.param_groups:
@@ -346,6 +361,96 @@ def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, epi
         out["policy/explore_std"] = float(explore.distribution(obs, cfg.rollout.temperature)[1].exp().mean())
     out.update({"update/decisions": len(d.items), "update/old_logp_drift": drift, "update/optimizer_steps": n_steps,
                 "update/epochs_done": epochs_done, "update/kl_stopped": float(stopped)})
+    return out
+
+
+# ------------------------------------------------------------------------------------ reward-weighted regression
+WEIGHTS_FILE = "rwr_weights.json"
+
+
+class RegressionBuffer:
+    """What reward-weighted regression learns from: the demonstrations (weight 1) and, per RL step of the replay
+    window, the rollouts that weigh at least ``min_weight``. Each step's weights are written next to its recorded
+    rollouts, so a resumed run rebuilds the same buffer."""
+
+    def __init__(self, cfg: RLConfig, demos: list[Episode]) -> None:
+        self.cfg, self.demos = cfg.update.regression, demos
+        self.steps: dict[int, list[tuple[Episode, float]]] = {}
+
+    def add(self, step: int, episodes: list[Episode], weights: np.ndarray, step_dir: Path | None) -> None:
+        keep = [(e, float(w)) for e, w in zip(episodes, weights) if w >= self.cfg.min_weight and self.cfg.use_rollouts]
+        self.steps[step] = keep
+        if self.cfg.replay_steps:
+            for old in [s for s in self.steps if s <= step - self.cfg.replay_steps]:
+                del self.steps[old]
+        if step_dir is not None:
+            tmp = step_dir / f".{WEIGHTS_FILE}.tmp"
+            tmp.write_text(json.dumps({e.meta.episode_id: w for e, w in keep}))
+            tmp.replace(step_dir / WEIGHTS_FILE)
+
+    def restore(self, run: Path, upto: int) -> None:
+        """Reload the replay window's rollouts and weights of a run resumed after step ``upto``."""
+        first = max(1, upto - self.cfg.replay_steps + 1) if self.cfg.replay_steps else 1
+        for step in range(first, upto + 1):
+            step_dir = run / "rollouts" / f"step_{step:05d}"
+            weights = json.loads((step_dir / WEIGHTS_FILE).read_text())
+            store = EpisodeStore(step_dir)
+            episodes = {e.meta.episode_id: e for e in store.iter_episodes()}
+            self.steps[step] = [(episodes[i], w) for i, w in weights.items()]
+
+    def episodes(self) -> tuple[list[Episode], np.ndarray]:
+        items = [(e, 1.0) for e in self.demos] + [x for s in sorted(self.steps) for x in self.steps[s]]
+        return [e for e, _ in items], np.array([w for _, w in items])
+
+
+def regression_update(policy: Policy, explore: ExplorationPolicy, optimizer: torch.optim.Optimizer,
+                      buffer: RegressionBuffer, episodes: list[Episode], cfg: RLConfig,
+                      rng: np.random.Generator) -> dict[str, float]:
+    """``regression.steps`` gradient steps of the SFT loss on samples drawn from ``buffer`` with probability
+    proportional to their trajectory's weight; the exact KL(old || new) per decision is measured on this step's
+    rollouts ``episodes`` and, with ``update.target_kl``, stops the update (checked every 25 steps)."""
+    from srpo_trainer.datasets import ChunkDataset, random_shift
+    from srpo_trainer.sft import sft_loss
+
+    u, r = cfg.update, cfg.update.regression
+    trajectories, weights = buffer.episodes()
+    data = ChunkDataset(trajectories, policy.spec, policy.chunk_size)
+    p = weights[data.sample_episode]
+    p = p / p.sum()
+    d, _ = _prepare(explore, episodes, [np.zeros(len(e.chunk_steps)) for e in episodes], cfg)
+    probe = rng.choice(len(d.items), size=min(64, len(d.items)), replace=False)
+    shift = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    stats: dict[str, list[float]] = {"loss": [], "l1": [], "grad_norm": []}
+    stopped, n_steps = False, 0
+    for step in range(r.steps):
+        if u.target_kl is not None and step and step % 25 == 0:
+            with torch.no_grad():
+                kl = float(_minibatch_loss(explore, episodes, d, probe, cfg, None)[2].mean())
+            if kl > u.target_kl:
+                stopped = True
+                break
+        policy.train()
+        batch = data.batch(rng.choice(len(data), size=r.batch_size, p=p))
+        images, proprio, ids, text_mask = policy.encode(batch.obs)
+        loss, info = sft_loss(policy, (random_shift(images, r.augment_shift, shift), proprio, ids, text_mask),
+                              batch.chunks, batch.mask)
+        stats["grad_norm"].append(_optimizer_step(optimizer, loss, policy.parameters(), u.grad_clip))
+        n_steps += 1
+        stats["loss"].append(loss.item())
+        stats["l1"].append(info["loss/l1"])
+    policy.eval()
+    demos = len(buffer.demos)
+    rollout_w = weights[demos:]
+    succ = np.array([e.meta.success for e in trajectories[demos:]], dtype=bool)
+    out = {f"update/{k}": float(np.mean(v)) for k, v in stats.items() if v}
+    out.update({"update/kl_final": _batch_kl(explore, episodes, d, cfg), "update/optimizer_steps": n_steps,
+                "update/kl_stopped": float(stopped), "update/lr": float(optimizer.param_groups[0]["lr"]),
+                "update/decisions": len(d.items), "regression/trajectories": len(rollout_w),
+                "regression/successes": int(succ.sum()),
+                "regression/failure_weight_share": float(rollout_w[~succ].sum() / max(weights.sum(), 1e-12))
+                if len(succ) else 0.0,
+                "regression/demo_weight_share": float(weights[:demos].sum() / max(weights.sum(), 1e-12)),
+                "regression/samples": len(data)})
     return out
 
 
@@ -427,6 +532,13 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
             memory.load(resume / SuccessMemory.FILE)
         print(f"resuming {run} from {resume.name} (step {start}/{cfg.steps})")
     policy.version = f"rl:{run.name}"
+    buffer = None
+    if cfg.update.loss == "rwr":
+        r = cfg.update.regression
+        demos = select_episodes(EpisodeStore(r.demos), cfg.rollout.tasks, r.demos_per_task) if r.demos else []
+        buffer = RegressionBuffer(cfg, demos)
+        if start:
+            buffer.restore(run, start)
     metrics_path = run / METRICS_FILE
     history = _read_metrics(metrics_path, start)
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
@@ -445,7 +557,7 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
     envs = make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height)
     try:
         history = _train_loop(cfg, run, policy, explore, optimizer, scheduler, rng, reference, memory, encoder, envs,
-                              writer, history, metrics_path, env_steps, start, progress)
+                              writer, history, metrics_path, env_steps, start, progress, buffer)
     finally:
         envs.close()
         writer.close()
@@ -459,7 +571,8 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
 
 def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPolicy, optimizer, scheduler,
                 rng: np.random.Generator, reference, memory, encoder, envs, writer, history: list[dict],
-                metrics_path: Path, env_steps: int, start: int, progress: bool) -> list[dict]:
+                metrics_path: Path, env_steps: int, start: int, progress: bool,
+                buffer: RegressionBuffer | None = None) -> list[dict]:
     from tqdm import tqdm
 
     if start == 0 and cfg.eval_episodes_per_task and cfg.eval_start:
@@ -479,7 +592,8 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         success = np.array([e.meta.success for e in episodes])
         env_steps += sum(e.length for e in episodes)
         trajectories += len(episodes)
-        if cfg.record_rollouts or (encoder is None and cfg.reward.mode == "srpo"):
+        step_dir = None
+        if cfg.record_rollouts or buffer is not None or (encoder is None and cfg.reward.mode == "srpo"):
             step_dir = run / "rollouts" / f"step_{done:05d}"
             shutil.rmtree(step_dir, ignore_errors=True)  # a step re-run after an interruption replaces its episodes
             store = EpisodeStore(step_dir)
@@ -502,7 +616,10 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         t0 = time.perf_counter()
         kept = [e for e, k in zip(episodes, keep) if k]
         update = {}
-        if kept:
+        if buffer is not None:  # regression weighs every rollout by its reward; the group filter does not apply
+            buffer.add(done, episodes, reward_weights(rewards, cfg.reward.coef, cfg.update.regression.beta), step_dir)
+            update = regression_update(policy, explore, optimizer, buffer, episodes, cfg, rng)
+        elif kept:
             snr = cfg.update.grad_snr_every > 0 and done % cfg.update.grad_snr_every == 0
             update = ppo_update(explore, optimizer, kept, [a for a, k in zip(advantages, keep) if k], cfg, rng,
                                 reference, measure_snr=snr)

@@ -124,3 +124,19 @@ def test_progress_gae_credits_each_decision_with_what_followed_it():
     td = progress_gae_advantages(phi, returns, tasks, lam=0.0)  # V(s_{j+1}) - V(s_j), R - V at the end
     np.testing.assert_allclose(td[0], [10 / 3, 0.0], atol=1e-9)  # the decision that made the progress gets it
     np.testing.assert_allclose(td[1], [0.0, -5 / 3], atol=1e-9)  # the failure is blamed where it ended
+
+
+def test_reward_weights_rank_like_rewards_and_reduce_to_success_filtering():
+    from srpo_trainer.rl.objectives import reward_weights
+
+    c = 5.0
+    rewards = np.array([c, 0.6 * c, 0.3 * c, 0.0])
+    w = reward_weights(rewards, c, beta=0.25)
+    np.testing.assert_allclose(w, np.exp((rewards / c - 1) / 0.25))
+    assert w[0] == 1.0 and np.all(np.diff(w) < 0)  # a success weighs 1, failures less, in the order of their reward
+    # as beta -> 0 only successes keep weight: success-filtered behaviour cloning
+    assert reward_weights(rewards, c, beta=0.01)[1:].max() < 1e-15
+    with pytest.raises(ValueError, match="non-finite"):
+        reward_weights(np.array([1.0, np.nan]), c, 0.25)
+    with pytest.raises(ValueError, match="beta"):
+        reward_weights(rewards, c, 0.0)
