@@ -284,5 +284,5 @@ class RLConfig:
             raise ValueError("exploration.chunk_correlation > 0 has no per-step density: needs update.ratio=chunk")
 
 
-__all__ = ["ADVANTAGES", "LOSSES", "RegressionConfig", "ExplorationConfig", "FILTERS", "FilterConfig", "RLConfig", "RewardConfig", "RolloutConfig", "UpdateConfig",
-           "WorldModelFitConfig"]
+__all__ = ["ADVANTAGES", "ExplorationConfig", "FILTERS", "FilterConfig", "LOSSES", "RLConfig", "RegressionConfig",
+           "RewardConfig", "RolloutConfig", "UpdateConfig", "WorldModelFitConfig"]

@@ -84,6 +84,9 @@ def test_policy_gradient_raises_the_probability_of_the_rewarded_action(policy):
     ("update.advantage=progress_gae", "needs a per-step progress signal"),  # quick.yaml is srpo: no per-step signal
     ("exploration.chunk_correlation=0.5", "needs update.ratio=chunk"),
     ("filter.kind=spread", "filter.kind must be one of"),
+    ("update.loss=dpo", "update.loss must be one of"),
+    ("update.regression.beta=0", "update.regression.beta must be > 0"),
+    ("update.regression.steps=0", "update.regression.steps"),
 ])
 def test_bad_config_values_fail_when_the_config_is_built(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -99,8 +102,9 @@ def test_missing_inputs_fail_before_any_rollout(tmp_path, policy):
     for override, message in [("init=nowhere", "not a policy checkpoint"),
                               ("reward.encoder_path=nowhere", "does not exist"),
                               ("reward.world_model.data=nowhere", "not a directory"),
-                              ("reward.encoder=vjepa2", "needs reward.encoder_path")]:
-        bad = load_config(RLConfig, "configs/quick.yaml", [f"init={tmp_path / 'init'}", override])
+                              ("reward.encoder=vjepa2", "needs reward.encoder_path"),
+                              ("update.regression.demos=nowhere", "update.regression.demos: nowhere is not a dir")]:
+        bad = load_config(RLConfig, "configs/quick.yaml", [f"init={tmp_path / 'init'}", override, "update.loss=rwr"])
         with pytest.raises(RunConfigError, match=message):
             check_run(bad)
 
