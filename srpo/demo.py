@@ -68,7 +68,7 @@ def run(out: str, per_task: int = 10, workers: int = 2, sft_steps: int = 1200, r
     cfg = load_config(RLConfig, config if config.is_file() else None, [
         f"init={sft}", f"out={root / 'srpo'}", f"steps={rl_steps}", f"eval_every={rl_steps}",
         f"eval_episodes_per_task={eval_per_task}", f"rollout.tasks={DEMO_TASKS}", "rollout.prompts_per_step=8",
-        "rollout.group_size=8", f"rollout.workers={workers}", f"reward.world_model.data={store.root}",
+        "rollout.group_size=8", f"rollout.workers={max(workers, 4)}", f"reward.world_model.data={store.root}",
         "reward.world_model.steps=600", "checkpoint_every=1"])
     run = train_rl(cfg)
 

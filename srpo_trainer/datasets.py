@@ -81,16 +81,20 @@ class ChunkDataset:
             T = ep.length
             if T == 0:
                 continue
-            idx = np.arange(T)[:, None] + np.arange(chunk_size)[None, :]
-            masks.append(np.ones((T, chunk_size), np.float32) if ep.meta.success else (idx < T).astype(np.float32))
+            # one sample per step that has a frame (every step, unless the episode's frames are sparse)
+            has_frame = ep.image_steps < T
+            steps = ep.image_steps[has_frame]
+            n = len(steps)
+            idx = steps[:, None] + np.arange(chunk_size)[None, :]
+            masks.append(np.ones((n, chunk_size), np.float32) if ep.meta.success else (idx < T).astype(np.float32))
             chunks.append(ep.actions[np.minimum(idx, T - 1)])
             for c in self.cameras:
-                images[c].append(ep.images[c][:T])
-            proprio.append(ep.proprio[:T])
+                images[c].append(ep.images[c][has_frame])
+            proprio.append(ep.proprio[steps])
             text_id = self._text_id(ep.meta.instruction)
-            texts.append(np.full(T, text_id, np.int64))
-            self.tasks.extend([ep.meta.task] * T)
-            sample_episode.append(np.full(T, e, np.int64))
+            texts.append(np.full(n, text_id, np.int64))
+            self.tasks.extend([ep.meta.task] * n)
+            sample_episode.append(np.full(n, e, np.int64))
         self.images = {c: np.concatenate(v) for c, v in images.items()}
         self.proprio = np.concatenate(proprio).astype(np.float32)
         self.chunks = np.concatenate(chunks).astype(np.float32)

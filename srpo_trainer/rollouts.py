@@ -8,6 +8,10 @@ the applied actions, ground-truth progress (privileged: only the ``oracle`` rewa
 for RL, each decision's step, sampled chunk (unclipped) and its log-probability under the acting policy. The
 observation of a decision is ``episode`` data at ``chunk_steps[j]``, so nothing is stored twice.
 
+Rendering is most of a simulated step, and the policy only looks at the observation where it decides: the envs render
+at decision steps (every ``execute_steps``) and at the last step only. An evaluation is unchanged by this; recorded
+episodes then have sparse frames (``Episode.frame_steps``) unless ``record_frames="every_step"`` asks for all.
+
 Sampling noise comes from one ``torch.Generator`` seeded by ``seed``; envs step in lock-step, so a rollout is
 reproducible for a given policy, job list, worker count and seed.
 """
@@ -21,7 +25,6 @@ import numpy as np
 import torch
 
 from srpo.episodes.schema import Episode, EpisodeMeta
-from srpo.sim.tabletop.env import NOOP_ACTION
 from srpo_trainer.policies.base import Observation, Policy
 
 
@@ -30,6 +33,7 @@ class _Recorder:
     """Everything one running episode has produced so far."""
 
     frames: dict[str, list[np.ndarray]]
+    frame_steps: list[int]
     proprio: list[np.ndarray]
     progress: list[float]
     times: list[float]
@@ -43,13 +47,15 @@ class _Recorder:
 def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
                         temperature: float | None, seed: int, record: bool = False, gif_episodes: int = 0,
                         on_episode: Callable[[dict], None] | None = None, envs=None, threads: int | None = None,
-                        ) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
+                        record_frames: str = "decisions") -> tuple[list[dict], list[np.ndarray], list[Episode]]:
     """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference.
 
     ``envs``: a running vector env (``make_vector_env``) to reuse, e.g. across RL steps: starting the simulator
     processes costs seconds per call. It is left open; without it one is started and closed here.
     ``threads``: torch intra-op threads for inference during the call (restored after): the simulator workers need
     the cores, and on 2 cores one inference thread is faster overall (``benchmarks/rollout_throughput.py``).
+    ``record_frames``: ``decisions`` (frames where the policy decided, and the last step) or ``every_step``; GIF
+    episodes always render every step.
 
     ``temperature`` None acts with the chunk mean (deterministic), else samples at that temperature.
     Returns per-episode results (task, init_state_id, success, progress, length) in job order, side-by-side camera
@@ -57,6 +63,8 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
     """
     from srpo.sim.vector import make_vector_env
 
+    if record_frames not in RECORD_FRAMES:
+        raise ValueError(f"record_frames must be one of {RECORD_FRAMES}, got {record_frames!r}")
     if not jobs:
         return [], [], []
     cams = [c.name for c in policy.spec.observation.cameras]
@@ -65,14 +73,19 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
     gen = torch.Generator().manual_seed(seed)
     if envs is not None:
         venv, n_env = envs, envs.num_envs
+        shape = venv.single_action_space.shape
+        if len(shape) != 2 or shape[0] < steps:
+            raise ValueError(f"envs must step chunks of at least {steps} actions (make_vector_env(max_chunk=...)); "
+                             f"their action space is {shape}")
     else:
         n_env = min(workers, len(jobs))
-        venv = make_vector_env(n_env, image_size=size)
+        venv = make_vector_env(n_env, image_size=size, max_chunk=steps)
+    max_chunk = venv.single_action_space.shape[0]
     pending = list(enumerate(jobs))
     current: list[tuple[int, tuple[str, int]] | None] = [None] * n_env
-    queues: list[list[np.ndarray]] = [[] for _ in range(n_env)]
     instructions = [""] * n_env
     lengths = [0] * n_env
+    fresh_at = [0] * n_env  # the step of each env's latest rendered frame
     gifs: dict[int, list[np.ndarray]] = {}
     recorders: list[_Recorder | None] = [None] * n_env
     obs_now: dict[str, np.ndarray] = {}
@@ -86,8 +99,9 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
             if pending:
                 current[i] = pending.pop(0)
                 task, init = current[i][1]
-                per_env[i] = {"task": task, "split": split, "init_state_id": init}
-                queues[i], lengths[i] = [], 0
+                dense = current[i][0] < gif_episodes or (record and record_frames == "every_step")
+                per_env[i] = {"task": task, "split": split, "init_state_id": init, "image_every": 1 if dense else steps}
+                lengths[i], fresh_at[i] = 0, 0
             else:
                 current[i] = None
         if any(o is not None for o in per_env):
@@ -101,7 +115,7 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
                 if current[i][0] < gif_episodes:
                     gifs[current[i][0]] = [np.concatenate([obs[c][i] for c in cams], axis=1)]
                 if record:
-                    recorders[i] = _Recorder({c: [obs[c][i].copy()] for c in cams}, [obs["proprio"][i].copy()],
+                    recorders[i] = _Recorder({c: [obs[c][i].copy()] for c in cams}, [0], [obs["proprio"][i].copy()],
                                              [float(info["progress"][i])], [0.0], float(info["sim_time"][i]))
 
     def finish(i: int, info: dict) -> None:
@@ -110,6 +124,7 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
                           "progress": float(info["progress"][i]), "length": lengths[i]}
         if record:
             rec = recorders[i]
+            dense = rec.frame_steps == list(range(len(rec.actions) + 1))
             meta = EpisodeMeta(task=task, instruction=instructions[i], source="sim", success=results[index]["success"],
                                length=len(rec.actions), spec=spec_dict, suite="tabletop", init_state_id=init,
                                split=split, policy_version=policy.version, seed=seed,
@@ -121,6 +136,7 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
                 chunk_steps=np.asarray(rec.chunk_steps, dtype=np.int64) if rec.chunks else None,
                 chunks=np.stack(rec.chunks).astype(np.float32) if rec.chunks else None,
                 chunk_log_probs=np.asarray(rec.log_probs, dtype=np.float32) if rec.chunks else None,
+                frame_steps=None if dense else np.asarray(rec.frame_steps, dtype=np.int64),
             ).validate()
         if on_episode:
             on_episode(results[index])
@@ -132,42 +148,57 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
         assign(list(range(n_env)))
         policy.eval()
         while any(c is not None for c in current):
-            need = [i for i, c in enumerate(current) if c is not None and not queues[i]]
-            if need:
-                batch = Observation({c: obs_now[c][need] for c in cams}, obs_now["proprio"][need],
-                                    [instructions[i] for i in need])
-                with torch.no_grad():
-                    if temperature is None:
-                        chunks, log_probs = policy.predict_action_chunk(batch), None
-                    else:
-                        out = policy.sample(batch, temperature, gen)
-                        chunks, log_probs = out.chunks.numpy(), out.log_probs.numpy()
-                for j, i in enumerate(need):
-                    queues[i] = list(np.clip(chunks[j][:steps], policy.spec.action.low, policy.spec.action.high))
-                    if record and log_probs is not None:
-                        rec = recorders[i]
-                        rec.chunk_steps.append(lengths[i])
-                        rec.chunks.append(np.asarray(chunks[j], dtype=np.float32))
-                        rec.log_probs.append(float(log_probs[j]))
-            actions = np.stack([queues[i].pop(0) if current[i] is not None else NOOP_ACTION for i in range(n_env)])
-            obs, _, term, trunc, info = venv.step(actions.astype(np.float32))
-            finished = []
-            for i, c in enumerate(current):
-                if c is None:
-                    continue
-                for k in obs:
-                    obs_now[k][i] = obs[k][i]
-                lengths[i] += 1
-                if c[0] in gifs:
-                    gifs[c[0]].append(np.concatenate([obs[cam][i] for cam in cams], axis=1))
-                if record:
+            # every running env has just finished a chunk (or been reset): all of them decide, in one batch
+            need = [i for i, c in enumerate(current) if c is not None]
+            stale = [i for i in need if fresh_at[i] != lengths[i]]
+            if stale:  # a decision on a black frame would be silent garbage
+                raise RuntimeError(f"env {stale[0]} must decide at step {lengths[stale[0]]} but its last frame is "
+                                   f"from step {fresh_at[stale[0]]}")
+            batch = Observation({c: obs_now[c][need] for c in cams}, obs_now["proprio"][need],
+                                [instructions[i] for i in need])
+            with torch.no_grad():
+                if temperature is None:
+                    chunks, log_probs = policy.predict_action_chunk(batch), None
+                else:
+                    out = policy.sample(batch, temperature, gen)
+                    chunks, log_probs = out.chunks.numpy(), out.log_probs.numpy()
+            actions = np.full((n_env, max_chunk, policy.spec.action.dim), np.nan, np.float32)  # NaN rows: not run
+            for j, i in enumerate(need):
+                actions[i, :steps] = np.clip(chunks[j][:steps], policy.spec.action.low, policy.spec.action.high)
+                if record and log_probs is not None:
                     rec = recorders[i]
-                    rec.actions.append(actions[i].astype(np.float32))
-                    for cam in cams:
-                        rec.frames[cam].append(obs[cam][i].copy())
-                    rec.proprio.append(obs["proprio"][i].copy())
-                    rec.progress.append(float(info["progress"][i]))
-                    rec.times.append(float(info["sim_time"][i]) - rec.t0)
+                    rec.chunk_steps.append(lengths[i])
+                    rec.chunks.append(np.asarray(chunks[j], dtype=np.float32))
+                    rec.log_probs.append(float(log_probs[j]))
+            obs, _, term, trunc, info = venv.step(actions)
+            finished = []
+            for i in need:
+                executed = int(info["chunk_executed"][i])
+                every_frame = "chunk_frames" in info and bool(info["_chunk_frames"][i])
+                for k in range(executed):
+                    lengths[i] += 1
+                    last = k == executed - 1
+                    # the chunk's last observation is the vector env's; earlier frames exist when every step renders
+                    fresh = bool(info["chunk_image_fresh"][i][k]) and (last or every_frame)
+                    if fresh:
+                        frame = ({cam: obs[cam][i] for cam in cams} if last else
+                                 {cam: info["chunk_frames"][cam][i][k] for cam in cams})
+                        fresh_at[i] = lengths[i]
+                        if current[i][0] in gifs:
+                            gifs[current[i][0]].append(np.concatenate([frame[cam] for cam in cams], axis=1))
+                    if record:
+                        rec = recorders[i]
+                        rec.actions.append(actions[i, k].copy())
+                        if fresh:
+                            rec.frame_steps.append(lengths[i])
+                            for cam in cams:
+                                rec.frames[cam].append(np.array(frame[cam], copy=True))
+                        rec.proprio.append(info["chunk_proprio"][i][k].copy())
+                        rec.progress.append(float(info["chunk_progress"][i][k]))
+                        rec.times.append(float(info["chunk_sim_time"][i][k]) - rec.t0)
+                obs_now["proprio"][i] = obs["proprio"][i]
+                for cam in cams:
+                    obs_now[cam][i] = obs[cam][i]
                 if term[i] or trunc[i]:
                     finish(i, info)
                     finished.append(i)
@@ -184,7 +215,10 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
 
 def decision_observation(episode: Episode, step: int) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
     """The observation a decision at ``step`` of ``episode`` was taken from: images per camera, proprio, instruction."""
-    return ({c: v[step] for c, v in episode.images.items()}, episode.proprio[step], episode.meta.instruction)
+    frame = episode.frame_index(step)
+    return ({c: v[frame] for c, v in episode.images.items()}, episode.proprio[step], episode.meta.instruction)
 
 
-__all__ = ["decision_observation", "run_policy_episodes"]
+RECORD_FRAMES = ("decisions", "every_step")
+
+__all__ = ["RECORD_FRAMES", "decision_observation", "run_policy_episodes"]

@@ -180,7 +180,7 @@ class WorldModelDataset:
     def __init__(self, episodes: list[Episode], cfg: WorldModelConfig) -> None:
         self.cfg = cfg
         frames, actions, index = [], [], []
-        offset = 0
+        offset = action_offset = 0
         for ep in episodes:
             if cfg.camera not in ep.images:
                 raise ValueError(f"episode {ep.meta.episode_id} has no camera {cfg.camera!r}")
@@ -190,26 +190,32 @@ class WorldModelDataset:
             T = ep.length
             if T < cfg.horizon:
                 continue
+            # triples need frames at t and t+h: with sparse frames only the framed steps h apart qualify
+            steps = ep.image_steps
+            starts = np.flatnonzero(np.isin(steps + cfg.horizon, steps))
+            if len(starts) == 0:
+                continue
             frames.append(ep.images[cfg.camera])
+            index.append(np.stack([starts + offset, np.searchsorted(steps, steps[starts] + cfg.horizon) + offset,
+                                   steps[starts] + action_offset], axis=1))
             actions.append(np.concatenate([ep.actions, np.zeros((1, cfg.action_dim), np.float32)]))
-            index.append(offset + np.arange(T - cfg.horizon + 1))
-            offset += T + 1
+            offset += len(steps)
+            action_offset += T + 1
         if not index:
-            raise ValueError(f"no episode is longer than the horizon ({cfg.horizon} steps)")
+            raise ValueError(f"no episode has two frames {cfg.horizon} steps (the horizon) apart")
         self.frames = np.concatenate(frames)
         self.actions = np.concatenate(actions).astype(np.float32)
-        self.starts = np.concatenate(index)
+        self.triples = np.concatenate(index)  # (N, 3): frame now, frame h steps later, first action
         self.episodes = len(index)
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return len(self.triples)
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self.starts[idx]
-        h = self.cfg.horizon
-        acts = self.actions[t[:, None] + np.arange(h)[None, :]]
-        return (to_tensor(self.frames[t], self.cfg.image_size), torch.from_numpy(acts),
-                to_tensor(self.frames[t + h], self.cfg.image_size))
+        now, later, a = self.triples[idx].T
+        acts = self.actions[a[:, None] + np.arange(self.cfg.horizon)[None, :]]
+        return (to_tensor(self.frames[now], self.cfg.image_size), torch.from_numpy(acts),
+                to_tensor(self.frames[later], self.cfg.image_size))
 
 
 # ------------------------------------------------------------------------------------------------ save / load

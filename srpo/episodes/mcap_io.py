@@ -117,8 +117,11 @@ class EpisodeWriter:
         self._writer.add_message(self._channel(topic, msgtype), ns, data, ns, sequence=self._sequence[topic])
         self._sequence[topic] += 1
 
-    def write_observation(self, t: float, images: dict[str, np.ndarray], proprio: np.ndarray, progress: float | None = None) -> None:
-        for cam in self.spec["cameras"]:
+    def write_observation(self, t: float, images: dict[str, np.ndarray] | None, proprio: np.ndarray,
+                          progress: float | None = None) -> None:
+        """One observation at time ``t``; ``images`` None records a step without frames (see ``Episode.frame_steps``:
+        the first and the last observation of an episode need them)."""
+        for cam in self.spec["cameras"] if images is not None else []:
             img = images.get(cam["name"])
             if img is None:
                 raise EpisodeSchemaError(f"observation lacks camera {cam['name']!r}")
@@ -196,10 +199,12 @@ def write_episode(path: str | os.PathLike, episode: Episode) -> Path:
         chunk_at = {}
         if episode.chunk_steps is not None:
             chunk_at = {int(s): i for i, s in enumerate(episode.chunk_steps)}
+        frame_at = {int(s): i for i, s in enumerate(episode.image_steps)}
         for t in range(episode.length + 1):
             ts = float(episode.timestamps[t])
             progress = None if episode.progress is None else float(episode.progress[t])
-            w.write_observation(ts, {k: v[t] for k, v in episode.images.items()}, episode.proprio[t], progress)
+            images = {k: v[frame_at[t]] for k, v in episode.images.items()} if t in frame_at else None
+            w.write_observation(ts, images, episode.proprio[t], progress)
             if t < episode.length:
                 if t in chunk_at:
                     i = chunk_at[t]
@@ -273,12 +278,20 @@ def read_episode(path: str | os.PathLike) -> Episode:
 
 
 def _assemble(meta: EpisodeMeta, messages: dict[str, list[tuple[int, Any]]]) -> Episode:
-    images = {}
+    proprio_msgs = messages.get(TOPIC_PROPRIO, [])
+    step_of_time = {t: i for i, (t, _) in enumerate(proprio_msgs)}
+    images, frame_steps = {}, None
     for cam in meta.spec["cameras"]:
         msgs = messages.get(TOPIC_IMAGE.format(cam["name"]), [])
         images[cam["name"]] = np.stack([m.data.reshape(m.height, m.width, 3) for _, m in msgs]) if msgs else np.zeros(
             (0, cam["height"], cam["width"], 3), np.uint8)
-    proprio_msgs = messages.get(TOPIC_PROPRIO, [])
+        if len(msgs) != len(proprio_msgs):  # sparse frames: the steps they belong to, from their timestamps
+            if any(t not in step_of_time for t, _ in msgs):
+                raise EpisodeSchemaError(f"camera {cam['name']!r} has frames at times with no observation")
+            steps = np.array([step_of_time[t] for t, _ in msgs], dtype=np.int64)
+            if frame_steps is not None and not np.array_equal(steps, frame_steps):
+                raise EpisodeSchemaError("cameras have frames at different steps")
+            frame_steps = steps
     if [m.name for _, m in proprio_msgs[:1]] not in ([], [list(meta.spec["proprio_names"])]):
         raise EpisodeSchemaError("proprio joint names differ from the episode spec")
     proprio = np.array([m.position for _, m in proprio_msgs], dtype=np.float32).reshape(len(proprio_msgs), -1)
@@ -290,12 +303,11 @@ def _assemble(meta: EpisodeMeta, messages: dict[str, list[tuple[int, Any]]]) -> 
         progress = np.array([m.data for _, m in messages[TOPIC_PROGRESS]], dtype=np.float32)
     chunk_steps = chunks = log_probs = None
     if TOPIC_CHUNK in messages:
-        step_of_time = {t: i for i, (t, _) in enumerate(proprio_msgs)}
         chunk_msgs = messages[TOPIC_CHUNK]
         chunk_steps = np.array([step_of_time[t] for t, _ in chunk_msgs], dtype=np.int64)
         chunks = np.stack([m.data.reshape([d.size for d in m.layout.dim]) for _, m in chunk_msgs]).astype(np.float32)
         log_probs = np.array([m.data for _, m in messages.get(TOPIC_LOG_PROB, [])], dtype=np.float32)
-    return Episode(meta, timestamps, images, proprio, actions, progress, chunk_steps, chunks, log_probs)
+    return Episode(meta, timestamps, images, proprio, actions, progress, chunk_steps, chunks, log_probs, frame_steps)
 
 
 def read_meta(path: str | os.PathLike) -> EpisodeMeta:

@@ -4,6 +4,10 @@ An episode of length T holds T+1 observations (o_0 .. o_T, the last one is the s
 actions (a_t is executed after o_t). Policy outputs are optional: when a policy samples an action chunk at step t it
 stores the chunk (K x A, in the action space of ``actions``) and its log-probability under the acting policy.
 
+Frames may be sparser than the control steps: a camera can run slower than the control loop, and a rollout that acts
+in open-loop chunks only needs images where it decides (rendering is most of a simulated step). ``frame_steps`` then
+lists the steps that have images, always the first (0) and the last (T); ``None`` means every step has one.
+
 Per-episode metadata (``EpisodeMeta``) says where the episode came from: task, instruction, initial state and its
 split, source (sim or robot), policy version, seed, success and length.
 """
@@ -28,7 +32,11 @@ class EpisodeSchemaError(ValueError):
 
 @dataclass
 class EpisodeMeta:
-    """Per-episode metadata, stored as JSON inside the episode file."""
+    """Frames may be sparser than the control steps: a camera can run slower than the control loop, and a rollout that acts
+in open-loop chunks only needs images where it decides (rendering is most of a simulated step). ``frame_steps`` then
+lists the steps that have images, always the first (0) and the last (T); ``None`` means every step has one.
+
+Per-episode metadata, stored as JSON inside the episode file."""
 
     task: str
     instruction: str
@@ -77,17 +85,42 @@ class Episode:
 
     meta: EpisodeMeta
     timestamps: np.ndarray  # (T+1,) float64 seconds: time of each observation
-    images: dict[str, np.ndarray]  # camera -> (T+1, H, W, 3) uint8
+    images: dict[str, np.ndarray]  # camera -> (F, H, W, 3) uint8, F = T+1 unless frame_steps is given
     proprio: np.ndarray  # (T+1, P) float32
     actions: np.ndarray  # (T, A) float32
     progress: np.ndarray | None = None  # (T+1,) float32 ground-truth progress (sim only, privileged)
     chunk_steps: np.ndarray | None = None  # (M,) int64 step index at which each chunk was sampled
     chunks: np.ndarray | None = None  # (M, K, A) float32
     chunk_log_probs: np.ndarray | None = None  # (M,) float32
+    frame_steps: np.ndarray | None = None  # (F,) int64 steps that have images (0 and T included); None: every step
 
     @property
     def length(self) -> int:
         return int(self.actions.shape[0])
+
+    @property
+    def image_steps(self) -> np.ndarray:
+        """The step of every stored frame: ``frame_steps``, or 0..T when every step has one."""
+        return np.arange(self.length + 1) if self.frame_steps is None else self.frame_steps
+
+    def held_frames(self, camera: str) -> np.ndarray:
+        """(T+1, H, W, 3): for every step the latest frame at or before it (the zero-order hold a camera slower than
+        the control loop gives), so sparse and dense recordings of one trajectory make the same video."""
+        if self.frame_steps is None:
+            return self.images[camera]
+        latest = np.searchsorted(self.frame_steps, np.arange(self.length + 1), side="right") - 1
+        return self.images[camera][latest]
+
+    def frame_index(self, step: int) -> int:
+        """Index into ``images[cam]`` of the frame taken at ``step``; raises if that step has no frame."""
+        if self.frame_steps is None:
+            if not 0 <= step <= self.length:
+                raise IndexError(f"step {step} outside 0..{self.length}")
+            return int(step)
+        i = int(np.searchsorted(self.frame_steps, step))
+        if i >= len(self.frame_steps) or self.frame_steps[i] != step:
+            raise IndexError(f"episode {self.meta.episode_id} has no frame at step {step} (frames are sparse)")
+        return i
 
     def validate(self) -> "Episode":
         """Check every array against the schema and the metadata; raise EpisodeSchemaError naming the problem."""
@@ -102,8 +135,16 @@ class Episode:
         cams = {c["name"]: c for c in spec["cameras"]}
         if set(self.images) != set(cams):
             raise EpisodeSchemaError(f"cameras {sorted(self.images)} != spec cameras {sorted(cams)}")
+        n_frames = T + 1
+        if self.frame_steps is not None:
+            fs = self.frame_steps
+            if fs.ndim != 1 or fs.dtype.kind not in "iu" or len(fs) == 0:
+                raise EpisodeSchemaError(f"frame_steps must be a non-empty 1-D integer array, got {fs.dtype} {fs.shape}")
+            if fs[0] != 0 or fs[-1] != T or np.any(np.diff(fs) <= 0):
+                raise EpisodeSchemaError(f"frame_steps must increase strictly from 0 to the last step ({T})")
+            n_frames = len(fs)
         for name, frames in self.images.items():
-            want = (T + 1, cams[name]["height"], cams[name]["width"], 3)
+            want = (n_frames, cams[name]["height"], cams[name]["width"], 3)
             if frames.shape != want or frames.dtype != np.uint8:
                 raise EpisodeSchemaError(f"camera {name!r}: {frames.dtype} {frames.shape}, expected uint8 {want}")
         P, A = len(spec["proprio_names"]), len(spec["action_names"])

@@ -104,8 +104,10 @@ def _step_seed(cfg: RLConfig, step: int, refill: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- rollout
-def collect(policy: Policy, cfg: RLConfig, step: int, envs=None) -> tuple[list[Episode], np.ndarray, int]:
-    """Roll out the step's groups, refilling while too few pass the filter. Returns episodes, group ids, refills."""
+def collect(policy: Policy, cfg: RLConfig, step: int, envs=None, record_frames: str | None = None,
+            ) -> tuple[list[Episode], np.ndarray, int]:
+    """Roll out the step's groups, refilling while too few pass the filter. Returns episodes, group ids, refills.
+    ``record_frames`` overrides ``cfg.rollout.record_frames``."""
     episodes: list[Episode] = []
     groups: list[int] = []
     n, P = cfg.rollout.group_size, cfg.rollout.prompts_per_step
@@ -115,7 +117,8 @@ def collect(policy: Policy, cfg: RLConfig, step: int, envs=None) -> tuple[list[E
         jobs = [p for p in prompts for _ in range(n)]
         _, _, eps = run_policy_episodes(policy, jobs, "train", cfg.rollout.workers, cfg.rollout.execute_steps,
                                         cfg.rollout.temperature, _step_seed(cfg, step, refill), record=True,
-                                        envs=envs, threads=cfg.rollout.inference_threads)
+                                        envs=envs, threads=cfg.rollout.inference_threads,
+                                        record_frames=record_frames or cfg.rollout.record_frames)
         episodes += eps
         groups += [refill * P + k for k in range(P) for _ in range(n)]
         refills = refill
@@ -554,7 +557,8 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
     from srpo.sim.vector import make_vector_env
 
     # one set of simulator processes for the whole run: rollouts and evaluations reuse them
-    envs = make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height)
+    envs = make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height,
+                           max_chunk=policy.chunk_size)
     try:
         history = _train_loop(cfg, run, policy, explore, optimizer, scheduler, rng, reference, memory, encoder, envs,
                               writer, history, metrics_path, env_steps, start, progress, buffer)
@@ -587,7 +591,9 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
     for step in bar:
         done = step + 1
         t0 = time.perf_counter()
-        episodes, groups, refills = collect(explore, cfg, step, envs)
+        fit_world_model = cfg.reward.mode == "srpo" and encoder is None
+        # the world model learns from frames h steps apart: the rollouts it is fitted on render every step
+        episodes, groups, refills = collect(explore, cfg, step, envs, "every_step" if fit_world_model else None)
         t_rollout = time.perf_counter() - t0
         success = np.array([e.meta.success for e in episodes])
         env_steps += sum(e.length for e in episodes)
@@ -602,11 +608,11 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         t0 = time.perf_counter()
         embeddings, t_world_model = None, None
         if cfg.reward.mode == "srpo":
-            if encoder is None:
+            if fit_world_model:
                 encoder = _load_encoder(cfg, str(_fit_world_model(cfg, run, run / "rollouts" / f"step_{done:05d}")))
                 t_world_model = time.perf_counter() - t0
                 t0 = time.perf_counter()
-            embeddings = encoder.encode([e.images[cfg.reward.camera] for e in episodes])
+            embeddings = encoder.encode([e.held_frames(cfg.reward.camera) for e in episodes])
         rewards, diags = step_rewards(cfg, episodes, groups, embeddings, memory)
         t_reward = time.perf_counter() - t0
         keep = keep_mask(cfg, rewards, success, groups)

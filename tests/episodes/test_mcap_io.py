@@ -147,3 +147,52 @@ def test_unreadable_path_is_reported(tmp_path):
     os.makedirs(tmp_path / "d.mcap")
     with pytest.raises(CorruptEpisodeError):
         read_meta(tmp_path / "d.mcap")
+
+
+def _sparse(ep, every: int = 5):
+    """``ep`` keeping frames only at every ``every``-th step and the last one (as a chunked rollout records)."""
+    ep = copy.deepcopy(ep)
+    steps = np.unique(np.r_[np.arange(0, ep.length + 1, every), ep.length]).astype(np.int64)
+    ep.images = {k: v[steps] for k, v in ep.images.items()}
+    ep.frame_steps = steps
+    return ep.validate()
+
+
+def test_sparse_frames_round_trip_and_index_by_step(tmp_path, policy_ep):
+    sparse = _sparse(policy_ep, every=4)
+    back = read_episode(write_episode(tmp_path / "sparse.mcap", sparse))
+    _assert_same(sparse, back)
+    assert np.array_equal(back.frame_steps, sparse.frame_steps)
+    step = int(sparse.frame_steps[3])
+    assert np.array_equal(back.images["agentview"][back.frame_index(step)], policy_ep.images["agentview"][step])
+    with pytest.raises(IndexError, match="no frame at step 1"):
+        back.frame_index(1)
+    dense = read_episode(write_episode(tmp_path / "dense.mcap", policy_ep))
+    assert dense.frame_steps is None and dense.frame_index(1) == 1
+
+
+@pytest.mark.parametrize("steps, message", [
+    (lambda T: np.array([1, T]), "from 0 to the last step"),
+    (lambda T: np.array([0, T - 1]), "from 0 to the last step"),
+    (lambda T: np.array([0, 3, 3, T]), "increase strictly"),
+    (lambda T: np.array([0.0, T]), "integer"),
+])
+def test_bad_frame_steps_are_named(expert_ep, steps, message):
+    ep = copy.deepcopy(expert_ep)
+    ep.frame_steps = steps(ep.length)
+    ep.images = {k: v[: len(ep.frame_steps)] for k, v in ep.images.items()}
+    with pytest.raises(EpisodeSchemaError, match=message):
+        ep.validate()
+    ep = _sparse(expert_ep)
+    ep.images["wrist"] = ep.images["wrist"][:-1]  # one frame short of frame_steps
+    with pytest.raises(EpisodeSchemaError, match="camera 'wrist'"):
+        ep.validate()
+
+
+def test_held_frames_give_the_latest_frame_at_every_step(expert_ep):
+    sparse = _sparse(expert_ep, every=4)
+    held = sparse.held_frames("agentview")
+    assert len(held) == expert_ep.length + 1
+    for t in (0, 3, 4, 7, expert_ep.length):
+        assert np.array_equal(held[t], expert_ep.images["agentview"][t - t % 4 if t < expert_ep.length else t])
+    assert expert_ep.held_frames("wrist") is expert_ep.images["wrist"]

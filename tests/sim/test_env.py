@@ -132,3 +132,60 @@ def test_vector_env_steps_workers_with_their_own_tasks():
             venv.reset_envs([None])
     finally:
         venv.close()
+
+
+def test_image_every_renders_only_decision_steps_and_the_last_step():
+    """Sparse rendering: frames at steps 0, k, 2k, ... and the episode's end; the rest are black and flagged stale."""
+    actions = np.random.default_rng(2).uniform(-1, 1, (11, 7)).astype(np.float32)
+    opts = {"task": "press_button", "split": "train", "init_state_id": 1}
+    dense = TabletopEnv(image_size=16, max_steps=11)
+    sparse = TabletopEnv(image_size=16, max_steps=11)
+    d_obs, _ = dense.reset(options=opts)
+    s_obs, info = sparse.reset(options={**opts, "image_every": 4})
+    assert info["image_fresh"] and np.array_equal(d_obs["agentview"], s_obs["agentview"])
+    fresh_steps = []
+    for t, a in enumerate(actions, start=1):
+        d_obs, *_ = dense.step(a)
+        s_obs, _, term, trunc, info = sparse.step(a)
+        assert np.array_equal(d_obs["proprio"], s_obs["proprio"])  # the physics is untouched
+        if info["image_fresh"]:
+            fresh_steps.append(t)
+            assert np.array_equal(d_obs["wrist"], s_obs["wrist"])
+        else:
+            assert not s_obs["agentview"].any() and not s_obs["wrist"].any()
+        if term or trunc:
+            break
+    assert fresh_steps == [4, 8, 11]  # 11: truncation renders the final state
+    with pytest.raises(ValueError, match="image_every"):
+        sparse.reset(options={**opts, "image_every": 0})
+    _, info = sparse.reset(options=opts)  # a reset without the option renders every step again
+    assert sparse.step(actions[0])[4]["image_fresh"]
+
+
+def test_chunk_step_env_runs_a_chunk_like_single_steps_and_stops_at_the_end():
+    """One call = the same physics as stepping each action; NaN rows are not run; termination ends the chunk."""
+    from srpo.sim.vector import ChunkStepEnv
+
+    actions = np.random.default_rng(3).uniform(-1, 1, (6, 7)).astype(np.float32)
+    opts = {"task": "press_button", "split": "train", "init_state_id": 2}
+    single = TabletopEnv(image_size=16, max_steps=5)
+    ref = _rollout(single, actions[:5], opts)
+    chunked = ChunkStepEnv(TabletopEnv(image_size=16, max_steps=5), max_chunk=4)
+    with pytest.raises(RuntimeError, match="reset"):
+        chunked.step(actions[:4])
+    assert chunked.step(np.full((4, 7), np.nan, np.float32))[4]["chunk_executed"] == 0  # an idle, never-reset worker
+    chunked.reset(seed=0, options=opts)
+    padded = np.full((4, 7), np.nan, np.float32)
+    padded[:3] = actions[:3]
+    obs, _, term, trunc, info = chunked.step(padded)
+    assert info["chunk_executed"] == 3 and not (term or trunc)
+    assert np.array_equal(obs["agentview"], ref[3]["agentview"])
+    assert np.array_equal(info["chunk_proprio"][:3], np.stack([o["proprio"] for o in ref[1:4]]))
+    assert [len(info["chunk_frames"][c]) for c in ("agentview", "wrist")] == [3, 3]  # every step rendered
+    obs, _, term, trunc, info = chunked.step(np.concatenate([actions[3:], actions[:1]]))  # the limit (5) stops it at 2
+    assert info["chunk_executed"] == 2 and trunc and np.array_equal(obs["wrist"], ref[5]["wrist"])
+    bad = actions[:4].copy()
+    bad[1, 2] = np.nan
+    chunked.reset(options=opts)
+    with pytest.raises(Exception, match="finite|NaN|nan"):
+        chunked.step(bad)

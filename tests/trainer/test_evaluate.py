@@ -75,3 +75,22 @@ def test_recorded_rollouts_carry_decisions(policy):
         with torch.no_grad():
             lp = policy.log_prob(obs, torch.from_numpy(ep.chunks[-1:]), temperature=1.0)
         np.testing.assert_allclose(lp.numpy(), ep.chunk_log_probs[-1:], rtol=1e-4, atol=1e-3)
+
+
+def test_decision_only_frames_change_nothing_but_the_frames_stored(policy):
+    """Rendering only where the policy decides: the same rollouts, and every stored frame is the dense one."""
+    jobs = [("press_button", 0), ("open_drawer", 3)]
+    res_d, _, dense = run_policy_episodes(policy, jobs, "train", 2, 8, 1.0, seed=7, record=True,
+                                          record_frames="every_step")
+    res_s, _, sparse = run_policy_episodes(policy, jobs, "train", 2, 8, 1.0, seed=7, record=True)
+    assert res_s == res_d
+    for d, s in zip(dense, sparse):
+        assert d.frame_steps is None
+        expected = np.unique(np.r_[np.arange(0, d.length, 8), d.length])
+        assert np.array_equal(s.frame_steps, expected)
+        assert np.array_equal(s.chunk_steps, d.chunk_steps) and np.array_equal(s.chunks, d.chunks)
+        assert np.array_equal(s.actions, d.actions) and np.array_equal(s.proprio, d.proprio)
+        for cam in d.images:
+            assert np.array_equal(s.images[cam], d.images[cam][s.frame_steps])
+    with pytest.raises(ValueError, match="record_frames"):
+        run_policy_episodes(policy, jobs, "train", 2, 8, 1.0, seed=7, record=True, record_frames="some")

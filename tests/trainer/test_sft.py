@@ -39,6 +39,24 @@ def test_chunks_past_the_end_repeat_the_last_action_and_count_only_after_a_succe
     assert failed.mask[1].tolist() == [1] + [0] * 7
 
 
+def test_sparse_frame_episodes_give_one_sample_per_framed_step(demo_store):
+    """A rollout recorded with decision-only frames trains on the steps that have images, with their own labels."""
+    import copy
+
+    ep = copy.deepcopy(select_episodes(demo_store, ["press_button"], 1)[0])
+    dense = ChunkDataset([ep], RobotSpec.from_dict(ep.meta.spec), 8)
+    T = ep.length
+    steps = np.unique(np.r_[np.arange(0, T + 1, 8), T]).astype(np.int64)
+    ep.images, ep.frame_steps = {k: v[steps] for k, v in ep.images.items()}, steps
+    sparse = ChunkDataset([ep.validate()], RobotSpec.from_dict(ep.meta.spec), 8)
+    framed = steps[steps < T]
+    assert len(sparse) == len(framed)
+    got, want = sparse.batch(np.arange(len(framed))), dense.batch(framed)
+    assert torch.equal(got.chunks, want.chunks) and torch.equal(got.mask, want.mask)
+    assert np.array_equal(got.obs.proprio, want.obs.proprio)
+    assert all(np.array_equal(got.obs.images[c], want.obs.images[c]) for c in got.obs.images)
+
+
 def test_episode_selection_errors(demo_store):
     with pytest.raises(ValueError, match="asked for 5 demos"):
         select_episodes(demo_store, ["press_button"], 5)

@@ -29,6 +29,25 @@ def _cfg(store, out, **kw):
     return WorldModelTrainConfig(**base)
 
 
+def test_sparse_frames_give_only_triples_a_horizon_apart(demo_store):
+    """With frames every 2 steps and horizon 2, the triples are exactly the dense ones that start on a frame."""
+    import copy
+
+    ep = copy.deepcopy(demo_store.load(demo_store.list()[0]))
+    cfg = WorldModelConfig(**TINY)
+    dense = WorldModelDataset([ep], cfg)
+    T = ep.length
+    steps = np.unique(np.r_[np.arange(0, T + 1, 2), T]).astype(np.int64)
+    ep.images, ep.frame_steps = {k: v[steps] for k, v in ep.images.items()}, steps
+    sparse = WorldModelDataset([ep.validate()], cfg)
+    starts = steps[np.isin(steps + 2, steps)]
+    assert len(sparse) == len(starts)
+    for got, want in zip(sparse.batch(np.arange(len(sparse))), dense.batch(starts)):
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="two frames 3 steps"):
+        WorldModelDataset([ep], WorldModelConfig(**{**TINY, "horizon": 3, "image_size": 32}))
+
+
 def test_vicreg_terms_penalise_collapse_and_correlation():
     collapsed = torch.zeros(64, 8)
     spread = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)) * 3

@@ -5,6 +5,10 @@ Observations: ``{"agentview": HxWx3 uint8, "wrist": HxWx3 uint8, "proprio": (8,)
 The reward is the binary success (as LIBERO); ``terminated`` is set at success and ``truncated`` at the task's step
 limit. ``info["progress"]`` is the privileged ground-truth progress: never a training signal for SRPO.
 
+Rendering is most of a step's cost, and a policy that runs open-loop chunks only looks at every k-th observation. The
+reset option ``image_every=k`` renders the cameras only at steps 0, k, 2k, ... and at the episode's last step; the
+other steps return black images and ``info["image_fresh"] = False`` (a consumer must check it before using them).
+
 Reset options choose the task and initial state, so one env process can serve every task::
 
     env = gymnasium.make("srpo/Tabletop-v0", task="open_drawer")
@@ -57,6 +61,8 @@ class TabletopEnv(gymnasium.Env):
         self.vector_index = vector_index
         self.init_state: InitialState | None = None
         self.steps = 0
+        self.image_every = 1
+        self._blank = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in self.spec_contract.observation.cameras}
         cams = {c.name: spaces.Box(0, 255, (c.height, c.width, 3), np.uint8) for c in self.spec_contract.observation.cameras}
         self.observation_space = spaces.Dict(
             {**cams, "proprio": spaces.Box(-np.inf, np.inf, (self.spec_contract.observation.proprio_dim,), np.float32)}
@@ -71,12 +77,15 @@ class TabletopEnv(gymnasium.Env):
     def max_steps(self) -> int:
         return self.max_steps_override or self.task.max_steps
 
-    def _observe(self) -> dict[str, np.ndarray]:
-        obs = {c.name: self.sim.render(c.name) for c in self.spec_contract.observation.cameras}
+    def _observe(self, render: bool = True) -> dict[str, np.ndarray]:
+        if render:
+            obs = {c.name: self.sim.render(c.name) for c in self.spec_contract.observation.cameras}
+        else:  # a fresh copy: the vector env's shared buffers must not alias ours
+            obs = {name: blank.copy() for name, blank in self._blank.items()}
         obs["proprio"] = self.sim.proprio()
         return obs
 
-    def _info(self, n_clipped: int = 0) -> dict[str, Any]:
+    def _info(self, n_clipped: int = 0, image_fresh: bool = True) -> dict[str, Any]:
         assert self.init_state is not None
         return {
             "task": self.task.name,
@@ -87,6 +96,7 @@ class TabletopEnv(gymnasium.Env):
             "progress": self.task.progress(self.sim, self.init_state),
             "action_clipped": n_clipped,
             "sim_time": self.sim.time,
+            "image_fresh": image_fresh,
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -96,9 +106,13 @@ class TabletopEnv(gymnasium.Env):
             if self.vector_index is None:
                 raise ValueError("options['per_env'] needs an env created with vector_index")
             options = dict(options["per_env"][self.vector_index] or {})
-        unknown = set(options) - {"task", "split", "init_state_id"}
+        unknown = set(options) - {"task", "split", "init_state_id", "image_every"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; expected task, split, init_state_id")
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected task, split, init_state_id, image_every")
+        image_every = options.get("image_every", 1)
+        if isinstance(image_every, bool) or not isinstance(image_every, (int, np.integer)) or image_every < 1:
+            raise ValueError(f"image_every must be an integer >= 1, got {image_every!r}")
+        self.image_every = int(image_every)
         if "task" in options:
             self.task = get_task(options["task"])
         split = options.get("split", self.default_split)
@@ -120,10 +134,11 @@ class TabletopEnv(gymnasium.Env):
         safe = validate_action(action, self.spec_contract.action)
         self.sim.apply_action(safe.action)
         self.steps += 1
-        info = self._info(safe.n_clipped)
-        terminated = bool(info["success"])
+        terminated = bool(self.task.success(self.sim))
         truncated = self.steps >= self.max_steps and not terminated
-        return self._observe(), float(terminated), terminated, truncated, info
+        fresh = terminated or truncated or self.steps % self.image_every == 0
+        info = self._info(safe.n_clipped, fresh)
+        return self._observe(fresh), float(terminated), terminated, truncated, info
 
     def render(self):
         return self.sim.render("agentview")
