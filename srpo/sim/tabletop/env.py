@@ -85,7 +85,7 @@ class TabletopEnv(gymnasium.Env):
         obs["proprio"] = self.sim.proprio()
         return obs
 
-    def _info(self, n_clipped: int = 0, image_fresh: bool = True) -> dict[str, Any]:
+    def _info(self, n_clipped: int = 0) -> dict[str, Any]:
         assert self.init_state is not None
         return {
             "task": self.task.name,
@@ -96,7 +96,7 @@ class TabletopEnv(gymnasium.Env):
             "progress": self.task.progress(self.sim, self.init_state),
             "action_clipped": n_clipped,
             "sim_time": self.sim.time,
-            "image_fresh": image_fresh,
+            "image_fresh": True,
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -134,10 +134,10 @@ class TabletopEnv(gymnasium.Env):
         safe = validate_action(action, self.spec_contract.action)
         self.sim.apply_action(safe.action)
         self.steps += 1
-        terminated = bool(self.task.success(self.sim))
+        info = self._info(safe.n_clipped)
+        terminated = bool(info["success"])
         truncated = self.steps >= self.max_steps and not terminated
-        fresh = terminated or truncated or self.steps % self.image_every == 0
-        info = self._info(safe.n_clipped, fresh)
+        info["image_fresh"] = fresh = terminated or truncated or self.steps % self.image_every == 0
         return self._observe(fresh), float(terminated), terminated, truncated, info
 
     def render(self):
