@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml scripts/ensure_system_deps.sh
 	bash scripts/ensure_system_deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[all,dev]"
 	touch $@
 
 demo: setup

@@ -1,6 +1,7 @@
 """Evaluation harness: parallel envs, batched policy inference, open-loop action chunks (as OpenVLA-OFT).
 
     srpo eval --policy runs/sft5/final --suite tabletop --episodes-per-task 10 --split heldout --out runs/sft5/eval
+    srpo eval --policy exports/sft5 --backend onnxruntime --out runs/sft5/eval_ort     # an exported model
 
 Writes ``eval.json`` (overall and per-task success with Wilson 95% intervals, mean final progress, every episode),
 ``eval.png`` (per-task bar chart) and ``episodes.gif`` (the first few episodes, both cameras).
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
+from srpo.runtime.policy import InferencePolicy
 from srpo_trainer.policies.base import Policy
 from srpo_trainer.rollouts import run_policy_episodes
 
@@ -120,7 +122,7 @@ def _plot(summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, progress: bool = True,
+def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path | None = None, progress: bool = True,
              envs=None, threads: int | None = None) -> dict:
     """Evaluate ``policy``; with ``out`` write eval.json, eval.png and episodes.gif there. Returns the summary.
     ``envs``: a running vector env to reuse (see ``run_policy_episodes``)."""
@@ -136,7 +138,8 @@ def evaluate(policy: Policy, cfg: EvalConfig, out: str | Path | None = None, pro
                                              threads=threads)
     bar.close()
     summary = summarise(episodes)
-    summary.update({"policy_version": policy.version, "config": asdict(cfg), "wall_s": time.perf_counter() - start,
+    summary.update({"policy_version": policy.version, "backend": getattr(policy, "backend", "torch"),
+                    "device": str(getattr(policy, "device", "cpu")), "config": asdict(cfg), "wall_s": time.perf_counter() - start,
                     "episodes_detail": episodes})
     if out is not None:
         out = Path(out)

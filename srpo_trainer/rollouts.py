@@ -1,7 +1,8 @@
 """Policy rollouts in parallel simulator processes with batched inference: the engine of evaluation and of RL.
 
 Each job is one episode, a (task, initial state) pair of a split. Envs that need a new chunk at the same step are
-batched into one policy call; a chunk's first ``execute_steps`` actions run open loop (as OpenVLA-OFT).
+batched into one policy call; a chunk's first ``execute_steps`` actions run open loop (as OpenVLA-OFT), served by
+one synchronous ``ActionChunker`` per env, the chunk server of the robot runtime.
 
 With ``record=True`` every episode comes back as a full ``Episode`` in the shared schema: both cameras, proprio,
 the applied actions, ground-truth progress (privileged: only the ``oracle`` reward mode and the metrics read it) and,
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 
 from srpo.episodes.schema import Episode, EpisodeMeta
+from srpo.runtime.chunker import ActionChunker, ChunkerConfig
+from srpo.runtime.policy import InferencePolicy
 from srpo_trainer.policies.base import Observation, Policy
 
 
@@ -44,7 +47,7 @@ class _Recorder:
     log_probs: list[float] = field(default_factory=list)
 
 
-def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
+def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
                         temperature: float | None, seed: int, record: bool = False, gif_episodes: int = 0,
                         on_episode: Callable[[dict], None] | None = None, envs=None, threads: int | None = None,
                         record_frames: str = "decisions") -> tuple[list[dict], list[np.ndarray], list[Episode]]:
@@ -67,6 +70,9 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
         raise ValueError(f"record_frames must be one of {RECORD_FRAMES}, got {record_frames!r}")
     if not jobs:
         return [], [], []
+    if temperature is not None and not hasattr(policy, "sample"):
+        raise ValueError(f"sampled rollouts need a torch policy; the {getattr(policy, 'backend', '?')} backend only "
+                         "gives the deterministic chunk (temperature=None)")
     cams = [c.name for c in policy.spec.observation.cameras]
     size = policy.spec.observation.cameras[0].height
     steps = min(execute_steps, policy.chunk_size)
@@ -81,6 +87,10 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
         n_env = min(workers, len(jobs))
         venv = make_vector_env(n_env, image_size=size, max_chunk=steps)
     max_chunk = venv.single_action_space.shape[0]
+    # the same chunk server the robot's policy node runs, in its synchronous mode: this loop batches the inference
+    chunk_cfg = ChunkerConfig(chunk_size=policy.chunk_size, action_dim=policy.spec.action.dim, execute_steps=steps,
+                              control_hz=policy.spec.control_hz, prefetch=False)
+    chunkers = [ActionChunker(None, chunk_cfg) for _ in range(n_env)]
     pending = list(enumerate(jobs))
     current: list[tuple[int, tuple[str, int]] | None] = [None] * n_env
     instructions = [""] * n_env
@@ -102,6 +112,7 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
                 dense = current[i][0] < gif_episodes or (record and record_frames == "every_step")
                 per_env[i] = {"task": task, "split": split, "init_state_id": init, "image_every": 1 if dense else steps}
                 lengths[i], fresh_at[i] = 0, 0
+                chunkers[i].reset()
             else:
                 current[i] = None
         if any(o is not None for o in per_env):
@@ -146,7 +157,8 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
         torch.set_num_threads(threads)
     try:
         assign(list(range(n_env)))
-        policy.eval()
+        if hasattr(policy, "eval"):  # torch policies; the runtime's graph backends have no training mode
+            policy.eval()
         while any(c is not None for c in current):
             # every running env has just finished a chunk (or been reset): all of them decide, in one batch
             need = [i for i, c in enumerate(current) if c is not None]
@@ -164,7 +176,8 @@ def run_policy_episodes(policy: Policy, jobs: list[tuple[str, int]], split: str,
                     chunks, log_probs = out.chunks.numpy(), out.log_probs.numpy()
             actions = np.full((n_env, max_chunk, policy.spec.action.dim), np.nan, np.float32)  # NaN rows: not run
             for j, i in enumerate(need):
-                actions[i, :steps] = np.clip(chunks[j][:steps], policy.spec.action.low, policy.spec.action.high)
+                chunkers[i].push_chunk(np.clip(chunks[j], policy.spec.action.low, policy.spec.action.high))
+                actions[i, :steps] = chunkers[i].take(steps)
                 if record and log_probs is not None:
                     rec = recorders[i]
                     rec.chunk_steps.append(lengths[i])

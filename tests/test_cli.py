@@ -9,7 +9,7 @@ from srpo.episodes import EpisodeStore
 
 
 def srpo(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, "-m", "srpo_cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def test_sim_list_shows_every_task():

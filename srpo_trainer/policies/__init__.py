@@ -21,6 +21,13 @@ def register_policy(checkpoint_format: str, cls: type) -> None:
     _REGISTRY[checkpoint_format] = cls
 
 
+def load_torch_inference(path: str | Path) -> Policy:
+    """The ``torch`` backend of the runtime's ``load_inference_policy`` (entry point ``srpo.backends``)."""
+    policy = load_policy(path)
+    policy.eval()
+    return policy
+
+
 def load_policy(path: str | Path, expected_spec: RobotSpec | None = None) -> Policy:
     """Load the policy checkpoint at ``path``; raise ``CheckpointError`` with the reason if it cannot be used."""
     cfg = Path(path) / "config.json"
@@ -33,4 +40,4 @@ def load_policy(path: str | Path, expected_spec: RobotSpec | None = None) -> Pol
     return _REGISTRY[fmt].from_pretrained(path, expected_spec=expected_spec)
 
 
-__all__ = ["CheckpointError", "Observation", "Policy", "PolicyOutput", "load_policy", "register_policy"]
+__all__ = ["CheckpointError", "Observation", "Policy", "PolicyOutput", "load_policy", "load_torch_inference", "register_policy"]

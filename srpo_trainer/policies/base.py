@@ -3,7 +3,8 @@
 A policy maps a batch of raw observations (uint8 images, proprioception, instruction strings) to an *action chunk*
 of K future actions in the env's action units. It is stochastic for RL: ``sample`` draws a chunk and returns its
 exact log-probability, and ``log_prob`` scores a given chunk. Larger VLAs (OpenVLA-OFT, SmolVLA, pi0) plug in by
-implementing these methods; nothing downstream looks inside.
+implementing these methods; nothing downstream looks inside. A ``Policy`` is also an ``InferencePolicy`` (the
+torch-free runtime's protocol, ``srpo/runtime/policy.py``): the PyTorch reference backend.
 
 Log-probabilities are densities of the chunk in the policy's *normalised* action space. They differ from densities
 in env units by a constant (the normaliser's Jacobian), which cancels in every PPO ratio.
@@ -18,30 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from srpo.runtime.observation import Observation
 from srpo.spec import RobotSpec
-
-
-@dataclass
-class Observation:
-    """A batch of raw observations: images[cam] (B, H, W, 3) uint8, proprio (B, P), one instruction per item."""
-
-    images: dict[str, np.ndarray]
-    proprio: np.ndarray
-    instructions: list[str]
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.instructions)
-
-    @classmethod
-    def from_env(cls, obs: dict[str, np.ndarray], instructions: list[str] | str, cameras: list[str]) -> "Observation":
-        """From a (vectorised or single) env observation dict."""
-        single = np.asarray(obs["proprio"]).ndim == 1
-        images = {c: (obs[c][None] if single else obs[c]) for c in cameras}
-        proprio = obs["proprio"][None] if single else obs["proprio"]
-        if isinstance(instructions, str):
-            instructions = [instructions] * len(proprio)
-        return cls(images, np.asarray(proprio, dtype=np.float32), list(instructions))
 
 
 @dataclass
@@ -58,6 +37,7 @@ class Policy(nn.Module, ABC):
     spec: RobotSpec
     chunk_size: int
     version: str
+    backend = "torch"
 
     @abstractmethod
     def sample(self, obs: Observation, temperature: float = 1.0, generator: torch.Generator | None = None) -> PolicyOutput:
@@ -74,6 +54,10 @@ class Policy(nn.Module, ABC):
     @abstractmethod
     def predict_action_chunk(self, obs: Observation) -> np.ndarray:
         """The deterministic (mode) chunk (B, K, A) in env units, clipped to the action bounds."""
+
+    def predict_distribution(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        """The runtime protocol's view: normalised chunk mean (B, K, A) and log-std (K, A) at temperature 1."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its chunk distribution")
 
     def entropy(self, obs: Observation, temperature: float = 1.0) -> torch.Tensor | None:
         """Entropy (B,) of the chunk distribution, where the policy can give it in closed form (else None)."""

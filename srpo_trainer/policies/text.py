@@ -10,35 +10,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-PAD, BOS, EOS = 0, 1, 2
-BYTE_OFFSET = 3
-BYTE_VOCAB = 256 + BYTE_OFFSET
+from srpo.runtime.processing import BYTE_VOCAB, PAD
+from srpo.runtime.processing import ByteTokenizer as _NumpyByteTokenizer
 
 
 class TextEncoderError(ValueError):
     """A text encoder or tokenizer that cannot be loaded from the given path."""
 
 
-class ByteTokenizer:
-    """UTF-8 bytes + BOS/EOS, padded to the longest instruction of the batch: no vocabulary file to ship."""
-
-    def __init__(self, max_len: int) -> None:
-        self.max_len = max_len
-
-    def max_bytes(self) -> int:
-        return self.max_len - 2
+class ByteTokenizer(_NumpyByteTokenizer):
+    """The runtime's byte tokenizer (UTF-8 bytes + BOS/EOS, no vocabulary file), returning torch tensors."""
 
     def __call__(self, texts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [[BOS, *(b + BYTE_OFFSET for b in t.encode()), EOS][: self.max_len] for t in texts]
-        ids = np.full((len(rows), max(len(r) for r in rows)), PAD, np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = r
-        ids_t = torch.as_tensor(ids, device=device)
-        return ids_t, ids_t != PAD
+        ids, mask = self.encode(list(texts))
+        return torch.as_tensor(ids, device=device), torch.as_tensor(mask, device=device)
 
 
 class HFTokenizer:

@@ -261,6 +261,11 @@ class TinyVLAPolicy(Policy):
         chunk = self.processor.unnormalize_actions(mean).cpu().numpy()
         return np.clip(chunk, self.spec.action.low, self.spec.action.high)
 
+    @torch.no_grad()
+    def predict_distribution(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        mean, log_std = self.distribution(obs)
+        return mean.cpu().numpy(), log_std.cpu().numpy()
+
     # --------------------------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` + ``config.json`` atomically (temp names, then renames)."""

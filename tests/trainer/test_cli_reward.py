@@ -8,7 +8,7 @@ from srpo.episodes import EpisodeStore
 
 
 def srpo(*args):
-    return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "srpo_cli", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_attempts_world_model_and_fidelity_from_the_command_line(tmp_path):

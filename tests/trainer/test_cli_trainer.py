@@ -8,7 +8,7 @@ import pytest
 
 
 def srpo(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "srpo_cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=600)
 
 
@@ -53,7 +53,7 @@ def test_sft_then_eval_from_the_command_line(demo_store, tmp_path):
         (("sft", "--data", "nowhere", "--out", "r", "steps=1"), "no matching episodes"),
         (("sft", "--out", "r", "steps=-1"), "steps must be >= 1"),
         (("sft", "--out", "r", "learning_rate=1"), "unknown field"),
-        (("eval", "--policy", "nowhere", "--out", "e"), "not a checkpoint"),
+        (("eval", "--policy", "nowhere", "--out", "e"), "no such policy directory"),
     ],
 )
 def test_bad_arguments_fail_clearly(tmp_path, args, message):

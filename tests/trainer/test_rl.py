@@ -156,7 +156,7 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, sft_start, demo_store):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
 
     def srpo(*args, **kw):
-        return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "srpo_cli", *args], capture_output=True, text=True,
                               timeout=600, env={**env, **kw})
 
     r = srpo(*_tiny_run(tmp_path, init, demo_store.root, "full"))
@@ -187,7 +187,7 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, sft_start, demo_store):
 
     # killed (the whole process group, simulator workers included) once step 2's checkpoint is in place
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "srpo.cli", *_tiny_run(tmp_path, init, demo_store.root, "cut")],
+    proc = subprocess.Popen([sys.executable, "-m", "srpo_cli", *_tiny_run(tmp_path, init, demo_store.root, "cut")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     pointer = cut / "checkpoints" / "latest"
     deadline = time.time() + 300
@@ -264,7 +264,7 @@ def test_reward_weighted_regression_run_and_exact_resume(tmp_path, sft_start, de
             "filter.kind=none", "filter.max_refills=0", "update.kl_coef=0"]
 
     def run(name):
-        return subprocess.run([sys.executable, "-m", "srpo.cli", *_tiny_run(tmp_path, sft_start, demo_store.root, name,
+        return subprocess.run([sys.executable, "-m", "srpo_cli", *_tiny_run(tmp_path, sft_start, demo_store.root, name,
                                                                           args)],
                               capture_output=True, text=True, timeout=600, env=env)
 

@@ -11,6 +11,9 @@ Examples::
     srpo sft --data data/demos --out runs/sft5 demos_per_task=5 steps=3000
     srpo train --config configs/quick.yaml --init runs/sft5/final --out runs/srpo
     srpo eval --policy runs/sft5/final --suite tabletop --episodes-per-task 10 --split heldout --out runs/sft5/eval
+    srpo export onnx runs/sft5/final --out exports/sft5           # ONNX graph + policy.json, verified vs PyTorch
+    srpo export trt exports/sft5/model.onnx --out exports/sft5 --fp16 --check   # TensorRT engine (GPU only)
+    srpo eval --policy exports/sft5 --backend onnxruntime --out runs/sft5/eval_ort
     srpo sim attempts --per-task 20 --split heldout --out data/attempts   # noisy, stopped-early expert attempts
     srpo worldmodel train --data data/demos,data/attempts_train --out runs/wm
     srpo reward fidelity --data data/attempts --encoder builtin,pixels --encoder-path runs/wm/final --out runs/fid
@@ -268,7 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from srpo_trainer.config import ConfigError, load_config
     from srpo_trainer.evaluate import EvalConfig, evaluate
-    from srpo_trainer.policies import CheckpointError, load_policy
+    from srpo.runtime import BackendUnavailable, ModelIntegrityError, load_inference_policy
+    from srpo_trainer.policies import CheckpointError
 
     # flags override the YAML only when given; key=value overrides come last and win over both
     flags = {"suite": args.suite, "split": args.split, "episodes_per_task": args.episodes_per_task,
@@ -278,20 +282,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg = load_config(EvalConfig, args.config, overrides)
         from srpo.spec import TABLETOP_SPEC
 
-        policy = load_policy(args.policy)
+        policy = load_inference_policy(args.policy, backend=args.backend)
         size = policy.spec.observation.cameras[0].height
         mismatch = policy.spec.mismatch(TABLETOP_SPEC.with_image_size(size, size))
         if mismatch:
             raise CheckpointError(f"{args.policy} was trained for another robot spec: {mismatch}")
         summary = evaluate(policy, cfg, args.out)
-    except (ConfigError, CheckpointError, ValueError) as exc:
+    except (ConfigError, CheckpointError, BackendUnavailable, ModelIntegrityError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     lo, hi = summary["ci95"]
-    print(f"{policy.version}: success {summary['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
+    print(f"{policy.version} [{policy.backend} on {policy.device}]: success {summary['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"mean progress {summary['mean_progress']:.2f}, {summary['episodes']} episodes -> {args.out}/eval.json")
     for task, r in summary["per_task"].items():
         print(f"  {task:32s} {r['success_rate']:6.1%}  progress {r['mean_progress']:.2f}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.export_command == "onnx":
+        from srpo_export.to_onnx import main as export_main
+    else:
+        from srpo_export.to_trt import main as export_main
+    return export_main(args.args)
+
+
+EXPORT_COMMANDS = ("onnx", "trt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sft-steps", type=int, default=1200)
     p.add_argument("--rl-steps", type=int, default=6)
     p.add_argument("--eval-per-task", type=int, default=25, help="held-out states per task, before and after")
-    p.set_defaults(func=lambda a: __import__("srpo.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers,
+    p.set_defaults(func=lambda a: __import__("srpo_cli.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers,
                                                                                a.sft_steps, a.rl_steps,
                                                                                a.eval_per_task))
 
@@ -359,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. reward.mode=binary rollout.group_size=8")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a policy checkpoint on the simulation suite")
-    p.add_argument("--policy", required=True, help="checkpoint folder (config.json + model.safetensors)")
+    p.add_argument("--policy", required=True, help="checkpoint folder (config.json + model.safetensors) or an export "
+                   "folder (model.onnx + policy.json, optionally a TensorRT engine)")
+    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                   help="inference backend (auto: TensorRT, then ONNX Runtime, then torch; the choice is printed)")
     p.add_argument("--suite", help="simulation suite (default: tabletop)")
     p.add_argument("--episodes-per-task", type=int, help="held-out states per task (default: 10)")
     p.add_argument("--split", choices=("train", "heldout"), help="initial-state split (default: heldout)")
@@ -369,6 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. execute_steps=4 temperature=1.0")
     p.set_defaults(func=cmd_eval)
+
+    exp = sub.add_parser("export", help="checkpoint -> ONNX -> TensorRT engine, each verified").add_subparsers(
+        dest="export_command", required=True)
+    p = exp.add_parser("onnx", help="CKPT --out DIR [--data EPISODES] [--atol X]: the ONNX graph + policy.json, "
+                       "verified against PyTorch", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_export)
+    p = exp.add_parser("trt", help="model.onnx --out DIR [--fp16] [--min/opt/max-batch N] [--check]: a TensorRT "
+                       "engine (needs tensorrt and an NVIDIA GPU)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_export)
 
     wm = sub.add_parser("worldmodel", help="the built-in latent world model").add_subparsers(dest="wm_command", required=True)
     p = wm.add_parser("train", help="train the world model on episodes (frames and actions; no labels)")
@@ -404,6 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) >= 2 and argv[0] == "export" and argv[1] in EXPORT_COMMANDS:
+        # the exporters own their flags (they also run as export/*.py); argparse cannot forward a leading --flag
+        return cmd_export(argparse.Namespace(export_command=argv[1], args=argv[2:]))
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,1 @@
+"""Export: checkpoints become ONNX models (to_onnx) and TensorRT engines (to_trt), verified against a reference."""
