@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from srpo.runtime.policy import (INPUT_NAMES, ONNX_FILE, OUTPUT_NAMES, ExportMeta, GraphPolicy, ModelIntegrityError,
-                                 expected_io)
+from srpo.runtime.policy import (INPUT_NAMES, IO_DTYPES, ONNX_FILE, OUTPUT_NAMES, ExportMeta, GraphPolicy,
+                                 ModelIntegrityError, expected_io)
 
 log = logging.getLogger(__name__)
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-_ORT_TYPES = {"images": "tensor(float)", "proprio": "tensor(float)", "text_ids": "tensor(int64)",
-              "text_mask": "tensor(bool)"}
+_ORT_TYPE_NAMES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.int64): "tensor(int64)",
+                   np.dtype(np.bool_): "tensor(bool)"}
 
 
 class OnnxRuntimeUnavailable(RuntimeError):
@@ -78,9 +78,10 @@ class OnnxRuntimePolicy(GraphPolicy):
                                       f"{list(INPUT_NAMES)} / {list(OUTPUT_NAMES)}")
         for name, want in expected_io(meta).items():
             got = tuple(d if isinstance(d, int) else None for d in inputs[name].shape)
-            if got != want or inputs[name].type != _ORT_TYPES[name]:
+            want_type = _ORT_TYPE_NAMES[IO_DTYPES[name]]
+            if got != want or inputs[name].type != want_type:
                 raise ModelIntegrityError(f"{path}: input {name!r} is {inputs[name].type} {got}, the spec in the sidecar "
-                                          f"needs {_ORT_TYPES[name]} {want} (None = any batch)")
+                                          f"needs {want_type} {want} (None = any batch)")
 
     def _run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         mean, log_std = self.session.run(list(OUTPUT_NAMES), inputs)

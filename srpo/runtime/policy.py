@@ -31,6 +31,10 @@ SIDECAR = "policy.json"
 ONNX_FILE = "model.onnx"
 INPUT_NAMES = ("images", "proprio", "text_ids", "text_mask")
 OUTPUT_NAMES = ("action_mean", "action_log_std")
+IO_DTYPES = {"images": np.dtype(np.float32), "proprio": np.dtype(np.float32), "text_ids": np.dtype(np.int64),
+             "text_mask": np.dtype(np.bool_), "action_mean": np.dtype(np.float32),
+             "action_log_std": np.dtype(np.float32)}
+"""The element type of every tensor of an exported graph: one definition for the exporter and both graph backends."""
 
 
 class ModelIntegrityError(ValueError):
@@ -186,5 +190,5 @@ class GraphPolicy:
                 "chunk_size": self.chunk_size}
 
 
-__all__ = ["EXPORT_FORMAT", "ExportMeta", "GraphPolicy", "INPUT_NAMES", "InferencePolicy", "ModelIntegrityError",
+__all__ = ["EXPORT_FORMAT", "ExportMeta", "GraphPolicy", "INPUT_NAMES", "IO_DTYPES", "InferencePolicy", "ModelIntegrityError",
            "ONNX_FILE", "OUTPUT_NAMES", "SIDECAR", "expected_io", "sha256_file"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from srpo.runtime.policy import (INPUT_NAMES, OUTPUT_NAMES, ExportMeta, GraphPolicy, ModelIntegrityError)
+from srpo.runtime.policy import INPUT_NAMES, IO_DTYPES, OUTPUT_NAMES, ExportMeta, GraphPolicy, ModelIntegrityError
 
 ENGINE_FILE = "model.plan"
 ENGINE_SIDECAR = "engine.json"
@@ -37,14 +37,7 @@ PRECISIONS = ("fp32", "fp16")
 
 # The dtypes the exported graph's tensors have (see srpo.runtime.policy.INPUT_NAMES / OUTPUT_NAMES). TensorRT keeps
 # the I/O dtypes of the ONNX graph even in an FP16 build (only the internal layers run in half precision).
-EXPECTED_DTYPES: dict[str, np.dtype] = {
-    "images": np.dtype(np.float32),
-    "proprio": np.dtype(np.float32),
-    "text_ids": np.dtype(np.int64),
-    "text_mask": np.dtype(np.bool_),
-    "action_mean": np.dtype(np.float32),
-    "action_log_std": np.dtype(np.float32),
-}
+EXPECTED_DTYPES: dict[str, np.dtype] = IO_DTYPES
 # Token ids are < 259, so an engine whose parser narrowed them to int32 (TensorRT before 10 had no int64 I/O) is
 # still exact: the inputs are cast to the engine's dtype before the copy.
 _ALSO_ACCEPTED = {"text_ids": (np.dtype(np.int32),)}
