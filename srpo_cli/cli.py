@@ -209,13 +209,14 @@ def cmd_episodes_list(args: argparse.Namespace) -> int:
     from srpo.episodes.store import EpisodeStore
 
     store = EpisodeStore(args.root)
-    records = store.list(task=args.task, split=args.split, success=args.success, source=args.source)
+    records = store.list(task=args.task, split=args.split, success=args.success, source=args.source,
+                         labelled=False if args.unlabelled else None)
     counts = Counter((r.meta.task, r.meta.source, r.meta.split, r.meta.success) for r in records)
     table = Table(title=f"{len(records)} episodes in {args.root}")
     for col in ("task", "source", "split", "success", "episodes"):
         table.add_column(col)
     for (task, source, split, success), n in sorted(counts.items()):
-        table.add_row(task, source, split, str(success), str(n))
+        table.add_row(task, source, split, "unlabelled" if success is None else str(success), str(n))
     _console().print(table)
     for path, problem in store.problems:
         print(f"DAMAGED: {problem}", file=sys.stderr)
@@ -231,6 +232,21 @@ def cmd_episodes_verify(args: argparse.Namespace) -> int:
         print(f"DAMAGED: {problem}", file=sys.stderr)
     print(f"{len(store.files()) - len(bad)} intact, {len(bad)} damaged")
     return 1 if bad else 0
+
+
+def cmd_episodes_label(args: argparse.Namespace) -> int:
+    from srpo.episodes.mcap_io import CorruptEpisodeError, label_episode
+
+    failed = 0
+    for path in args.paths:
+        try:
+            meta = label_episode(path, args.success)
+        except CorruptEpisodeError as exc:
+            print(f"not labelled: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: {meta.task} #{meta.init_state_id} success={meta.success}")
+    return 1 if failed else 0
 
 
 def _with_flags(args: argparse.Namespace, *names: str) -> list[str]:
@@ -418,14 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. reward.dbscan_eps=1.0")
     p.set_defaults(func=cmd_reward_fidelity)
 
-    eps = sub.add_parser("episodes", help="inspect an episode store").add_subparsers(dest="episodes_command", required=True)
+    eps = sub.add_parser("episodes", help="inspect and label an episode store").add_subparsers(dest="episodes_command", required=True)
     p = eps.add_parser("list", help="count episodes by task, source, split and success")
     p.add_argument("root")
     p.add_argument("--task")
     p.add_argument("--split")
     p.add_argument("--source", choices=("sim", "robot"))
     p.add_argument("--success", type=_bool)
+    p.add_argument("--unlabelled", action="store_true", help="only episodes whose success is not known yet")
     p.set_defaults(func=cmd_episodes_list)
+    p = eps.add_parser("label", help="set the success label of episodes (e.g. robot episodes recorded unlabelled)")
+    p.add_argument("paths", nargs="+", help="episode files")
+    p.add_argument("--success", type=_bool, required=True, help="true or false")
+    p.set_defaults(func=cmd_episodes_label)
     p = eps.add_parser("verify", help="fully read every episode and report damaged files")
     p.add_argument("root")
     p.set_defaults(func=cmd_episodes_verify)

@@ -69,6 +69,7 @@ class ChunkDataset:
         self.spec, self.K = spec, chunk_size
         self.cameras = [c.name for c in spec.observation.cameras]
         for ep in episodes:
+            ep.require_labels()  # failed episodes are masked differently: the label must be known
             mismatch = RobotSpec.from_dict(ep.meta.spec).mismatch(spec)
             if mismatch:
                 raise ValueError(f"episode {ep.meta.episode_id} ({ep.meta.task}) has another spec: {mismatch}")

@@ -57,7 +57,7 @@ def load_task_videos(store: EpisodeStore, cfg: FidelityConfig) -> dict[str, list
     for r in records:
         if cfg.tasks and r.meta.task not in cfg.tasks:
             continue
-        ep = store.load(r)
+        ep = store.load(r).require_labels()
         if cfg.camera not in ep.images:
             raise ValueError(f"{r.path}: no camera {cfg.camera!r} (has {sorted(ep.images)})")
         by_task[ep.meta.task].append((ep.images[cfg.camera], bool(ep.meta.success), float(ep.progress[-1]),

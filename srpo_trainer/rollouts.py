@@ -4,10 +4,11 @@ Each job is one episode, a (task, initial state) pair of a split. Envs that need
 batched into one policy call; a chunk's first ``execute_steps`` actions run open loop (as OpenVLA-OFT), served by
 one synchronous ``ActionChunker`` per env, the chunk server of the robot runtime.
 
-With ``record=True`` every episode comes back as a full ``Episode`` in the shared schema: both cameras, proprio,
-the applied actions, ground-truth progress (privileged: only the ``oracle`` reward mode and the metrics read it) and,
-for RL, each decision's step, sampled chunk (unclipped) and its log-probability under the acting policy. The
-observation of a decision is ``episode`` data at ``chunk_steps[j]``, so nothing is stored twice.
+With ``record=True`` every episode comes back as a full ``Episode`` in the shared schema, built by the shared
+``EpisodeBuilder``: both cameras, proprio, the applied actions, ground-truth progress (privileged: only the ``oracle``
+reward mode and the metrics read it) and, for RL, each decision's step, sampled chunk (unclipped), its
+log-probability and the Gaussian it was drawn from. The observation of a decision is ``episode`` data at
+``chunk_steps[j]``, so nothing is stored twice.
 
 Rendering is most of a simulated step, and the policy only looks at the observation where it decides: the envs render
 at decision steps (every ``execute_steps``) and at the last step only. An evaluation is unchanged by this; recorded
@@ -19,32 +20,16 @@ reproducible for a given policy, job list, worker count and seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
-from srpo.episodes.schema import Episode, EpisodeMeta
+from srpo.episodes.builder import EpisodeBuilder
+from srpo.episodes.schema import Episode
 from srpo.runtime.chunker import ActionChunker, ChunkerConfig
 from srpo.runtime.policy import InferencePolicy
 from srpo_trainer.policies.base import Observation, Policy
-
-
-@dataclass
-class _Recorder:
-    """Everything one running episode has produced so far."""
-
-    frames: dict[str, list[np.ndarray]]
-    frame_steps: list[int]
-    proprio: list[np.ndarray]
-    progress: list[float]
-    times: list[float]
-    t0: float = 0.0
-    actions: list[np.ndarray] = field(default_factory=list)
-    chunk_steps: list[int] = field(default_factory=list)
-    chunks: list[np.ndarray] = field(default_factory=list)
-    log_probs: list[float] = field(default_factory=list)
 
 
 def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
@@ -97,7 +82,8 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
     lengths = [0] * n_env
     fresh_at = [0] * n_env  # the step of each env's latest rendered frame
     gifs: dict[int, list[np.ndarray]] = {}
-    recorders: list[_Recorder | None] = [None] * n_env
+    recorders: list[EpisodeBuilder | None] = [None] * n_env
+    t0 = [0.0] * n_env
     obs_now: dict[str, np.ndarray] = {}
     results: dict[int, dict] = {}
     episodes: dict[int, Episode] = {}
@@ -126,29 +112,20 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                 if current[i][0] < gif_episodes:
                     gifs[current[i][0]] = [np.concatenate([obs[c][i] for c in cams], axis=1)]
                 if record:
-                    recorders[i] = _Recorder({c: [obs[c][i].copy()] for c in cams}, [0], [obs["proprio"][i].copy()],
-                                             [float(info["progress"][i])], [0.0], float(info["sim_time"][i]))
+                    task, init = current[i][1]
+                    recorders[i] = EpisodeBuilder(spec_dict, task=task, instruction=instructions[i], source="sim",
+                                                  policy_version=policy.version, suite="tabletop",
+                                                  init_state_id=init, split=split, seed=seed)
+                    t0[i] = float(info["sim_time"][i])
+                    recorders[i].observe(0.0, obs["proprio"][i], {c: obs[c][i] for c in cams},
+                                         float(info["progress"][i]))
 
     def finish(i: int, info: dict) -> None:
         index, (task, init) = current[i]
         results[index] = {"task": task, "init_state_id": init, "success": bool(info["success"][i]),
                           "progress": float(info["progress"][i]), "length": lengths[i]}
         if record:
-            rec = recorders[i]
-            dense = rec.frame_steps == list(range(len(rec.actions) + 1))
-            meta = EpisodeMeta(task=task, instruction=instructions[i], source="sim", success=results[index]["success"],
-                               length=len(rec.actions), spec=spec_dict, suite="tabletop", init_state_id=init,
-                               split=split, policy_version=policy.version, seed=seed,
-                               final_progress=results[index]["progress"])
-            episodes[index] = Episode(
-                meta=meta, timestamps=np.asarray(rec.times), images={c: np.stack(v) for c, v in rec.frames.items()},
-                proprio=np.stack(rec.proprio).astype(np.float32), actions=np.stack(rec.actions).astype(np.float32),
-                progress=np.asarray(rec.progress, dtype=np.float32),
-                chunk_steps=np.asarray(rec.chunk_steps, dtype=np.int64) if rec.chunks else None,
-                chunks=np.stack(rec.chunks).astype(np.float32) if rec.chunks else None,
-                chunk_log_probs=np.asarray(rec.log_probs, dtype=np.float32) if rec.chunks else None,
-                frame_steps=None if dense else np.asarray(rec.frame_steps, dtype=np.int64),
-            ).validate()
+            episodes[index] = recorders[i].finish(results[index]["success"], results[index]["progress"])
         if on_episode:
             on_episode(results[index])
 
@@ -168,21 +145,24 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                                    f"from step {fresh_at[stale[0]]}")
             batch = Observation({c: obs_now[c][need] for c in cams}, obs_now["proprio"][need],
                                 [instructions[i] for i in need])
+            out = None
             with torch.no_grad():
                 if temperature is None:
-                    chunks, log_probs = policy.predict_action_chunk(batch), None
+                    chunks = policy.predict_action_chunk(batch)
                 else:
                     out = policy.sample(batch, temperature, gen)
-                    chunks, log_probs = out.chunks.numpy(), out.log_probs.numpy()
+                    chunks = out.chunks.numpy()
             actions = np.full((n_env, max_chunk, policy.spec.action.dim), np.nan, np.float32)  # NaN rows: not run
             for j, i in enumerate(need):
                 chunkers[i].push_chunk(np.clip(chunks[j], policy.spec.action.low, policy.spec.action.high))
                 actions[i, :steps] = chunkers[i].take(steps)
-                if record and log_probs is not None:
+                if record and out is not None:
                     rec = recorders[i]
-                    rec.chunk_steps.append(lengths[i])
-                    rec.chunks.append(np.asarray(chunks[j], dtype=np.float32))
-                    rec.log_probs.append(float(log_probs[j]))
+                    if out.means is not None:
+                        rec.set_policy_distribution(out.distribution_meta())
+                    rec.decide(chunks[j], float(out.log_probs[j]),
+                               None if out.means is None else out.means[j].numpy(),
+                               None if out.log_stds is None else out.log_stds[j].numpy())
             obs, _, term, trunc, info = venv.step(actions)
             finished = []
             for i in need:
@@ -201,14 +181,9 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                             gifs[current[i][0]].append(np.concatenate([frame[cam] for cam in cams], axis=1))
                     if record:
                         rec = recorders[i]
-                        rec.actions.append(actions[i, k].copy())
-                        if fresh:
-                            rec.frame_steps.append(lengths[i])
-                            for cam in cams:
-                                rec.frames[cam].append(np.array(frame[cam], copy=True))
-                        rec.proprio.append(info["chunk_proprio"][i][k].copy())
-                        rec.progress.append(float(info["chunk_progress"][i][k]))
-                        rec.times.append(float(info["chunk_sim_time"][i][k]) - rec.t0)
+                        rec.act(actions[i, k])
+                        rec.observe(float(info["chunk_sim_time"][i][k]) - t0[i], info["chunk_proprio"][i][k],
+                                    frame if fresh else None, float(info["chunk_progress"][i][k]))
                 obs_now["proprio"][i] = obs["proprio"][i]
                 for cam in cams:
                     obs_now[cam][i] = obs[cam][i]

@@ -5,10 +5,16 @@ One episode = one ``.mcap`` file (profile ``ros2``, CDR-encoded standard message
     /srpo/camera/<name>/image_raw   sensor_msgs/msg/Image (rgb8)        T+1 messages
     /srpo/proprio                   sensor_msgs/msg/JointState          T+1 (name = spec proprio names)
     /srpo/action                    std_msgs/msg/Float32MultiArray      T
+    /srpo/policy/decision_step      std_msgs/msg/Int64                  M, optional: the step each decision saw
     /srpo/policy/action_chunk       std_msgs/msg/Float32MultiArray      M (K x A layout), optional
     /srpo/policy/log_prob           std_msgs/msg/Float64                M, optional
+    /srpo/policy/chunk_mean         std_msgs/msg/Float32MultiArray      M (K x A), optional: acting distribution
+    /srpo/policy/chunk_log_std      std_msgs/msg/Float32MultiArray      M (K x A), optional
     /srpo/sim/progress              std_msgs/msg/Float32                T+1, sim only (privileged)
     metadata "srpo_episode"         {"json": EpisodeMeta as JSON}
+
+The i-th message of every ``/srpo/policy/*`` topic belongs to decision i. Schema-1 files have no
+``decision_step`` topic; their decisions are matched to steps by timestamp, as they were written.
 
 Writes are atomic: the writer streams into a hidden temp file beside the target and renames it only after the MCAP
 footer is written and fsynced. Reads verify the chunk, data-section and summary CRCs and the trailing magic, so a
@@ -23,8 +29,10 @@ import io
 import json
 import os
 import struct
+import time
 import zlib
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +44,16 @@ from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from srpo.episodes.schema import Episode, EpisodeMeta, EpisodeSchemaError
+from srpo.episodes.schema import SCHEMA_VERSION, Episode, EpisodeMeta, EpisodeSchemaError
 
 TOPIC_IMAGE = "/srpo/camera/{}/image_raw"
 TOPIC_PROPRIO = "/srpo/proprio"
 TOPIC_ACTION = "/srpo/action"
 TOPIC_CHUNK = "/srpo/policy/action_chunk"
 TOPIC_LOG_PROB = "/srpo/policy/log_prob"
+TOPIC_DECISION_STEP = "/srpo/policy/decision_step"
+TOPIC_CHUNK_MEAN = "/srpo/policy/chunk_mean"
+TOPIC_CHUNK_LOG_STD = "/srpo/policy/chunk_log_std"
 TOPIC_PROGRESS = "/srpo/sim/progress"
 METADATA_NAME = "srpo_episode"
 MCAP_MAGIC = b"\x89MCAP0\r\n"
@@ -56,6 +67,7 @@ JOINT_STATE_TYPE = "sensor_msgs/msg/JointState"
 ARRAY_TYPE = "std_msgs/msg/Float32MultiArray"
 FLOAT64_TYPE = "std_msgs/msg/Float64"
 FLOAT32_TYPE = "std_msgs/msg/Float32"
+INT64_TYPE = "std_msgs/msg/Int64"
 
 
 class CorruptEpisodeError(IOError):
@@ -151,9 +163,18 @@ class EpisodeWriter:
         self._write(TOPIC_ACTION, ARRAY_TYPE, _float_array(action, ("action",)), t)
         self.n_actions += 1
 
-    def write_policy_chunk(self, t: float, chunk: np.ndarray, log_prob: float) -> None:
+    def write_decision(self, t: float, step: int, chunk: np.ndarray, log_prob: float,
+                       mean: np.ndarray | None = None, log_std: np.ndarray | None = None) -> None:
+        """One policy decision, logged at time ``t``, computed from the observation of ``step``; ``mean`` and
+        ``log_std`` (the acting distribution) are given for every decision of an episode or for none."""
+        self._write(TOPIC_DECISION_STEP, INT64_TYPE, _T[INT64_TYPE](data=int(step)), t)
         self._write(TOPIC_CHUNK, ARRAY_TYPE, _float_array(chunk, ("chunk", "action")), t)
         self._write(TOPIC_LOG_PROB, FLOAT64_TYPE, _T[FLOAT64_TYPE](data=float(log_prob)), t)
+        if (mean is None) != (log_std is None):
+            raise EpisodeSchemaError("a decision's mean and log_std come together or not at all")
+        if mean is not None:
+            self._write(TOPIC_CHUNK_MEAN, ARRAY_TYPE, _float_array(mean, ("chunk", "action")), t)
+            self._write(TOPIC_CHUNK_LOG_STD, ARRAY_TYPE, _float_array(log_std, ("chunk", "action")), t)
 
     def close(self, meta: EpisodeMeta) -> Path:
         """Finish the file with ``meta`` and rename it into place. Returns the final path."""
@@ -199,6 +220,7 @@ def write_episode(path: str | os.PathLike, episode: Episode) -> Path:
         chunk_at = {}
         if episode.chunk_steps is not None:
             chunk_at = {int(s): i for i, s in enumerate(episode.chunk_steps)}
+        has_dist = episode.chunk_means is not None
         frame_at = {int(s): i for i, s in enumerate(episode.image_steps)}
         for t in range(episode.length + 1):
             ts = float(episode.timestamps[t])
@@ -208,9 +230,22 @@ def write_episode(path: str | os.PathLike, episode: Episode) -> Path:
             if t < episode.length:
                 if t in chunk_at:
                     i = chunk_at[t]
-                    w.write_policy_chunk(ts, episode.chunks[i], float(episode.chunk_log_probs[i]))
+                    w.write_decision(ts, t, episode.chunks[i], float(episode.chunk_log_probs[i]),
+                                     episode.chunk_means[i] if has_dist else None,
+                                     episode.chunk_log_stds[i] if has_dist else None)
                 w.write_action(ts, episode.actions[t])
-        return w.close(episode.meta)
+        return w.close(replace(episode.meta, schema_version=SCHEMA_VERSION))  # the file is in today's layout
+
+
+def label_episode(path: str | os.PathLike, success: bool) -> EpisodeMeta:
+    """Set the success label of the episode at ``path`` (e.g. a robot episode recorded with success unknown).
+
+    The file is fully verified, then rewritten atomically: a crash leaves the old file, never a partial one."""
+    episode = read_episode(path)
+    episode.meta.success = bool(success)
+    episode.meta.extra = {**episode.meta.extra, "labelled_unix": time.time()}
+    write_episode(path, episode)
+    return episode.meta
 
 
 def check_integrity(raw: bytes, path: Path) -> None:
@@ -301,13 +336,31 @@ def _assemble(meta: EpisodeMeta, messages: dict[str, list[tuple[int, Any]]]) -> 
     progress = None
     if TOPIC_PROGRESS in messages:
         progress = np.array([m.data for _, m in messages[TOPIC_PROGRESS]], dtype=np.float32)
-    chunk_steps = chunks = log_probs = None
+    chunk_steps = chunks = log_probs = means = log_stds = None
     if TOPIC_CHUNK in messages:
         chunk_msgs = messages[TOPIC_CHUNK]
-        chunk_steps = np.array([step_of_time[t] for t, _ in chunk_msgs], dtype=np.int64)
-        chunks = np.stack([m.data.reshape([d.size for d in m.layout.dim]) for _, m in chunk_msgs]).astype(np.float32)
+        if TOPIC_DECISION_STEP in messages:
+            chunk_steps = np.array([m.data for _, m in messages[TOPIC_DECISION_STEP]], dtype=np.int64)
+        else:  # schema 1: a decision was logged at the time of the observation it saw
+            if any(t not in step_of_time for t, _ in chunk_msgs):
+                raise EpisodeSchemaError("policy chunks at times with no observation (schema 1 file)")
+            chunk_steps = np.array([step_of_time[t] for t, _ in chunk_msgs], dtype=np.int64)
+        chunks = _stack_arrays(chunk_msgs)
         log_probs = np.array([m.data for _, m in messages.get(TOPIC_LOG_PROB, [])], dtype=np.float32)
-    return Episode(meta, timestamps, images, proprio, actions, progress, chunk_steps, chunks, log_probs, frame_steps)
+        if TOPIC_CHUNK_MEAN in messages or TOPIC_CHUNK_LOG_STD in messages:
+            means = _stack_arrays(messages.get(TOPIC_CHUNK_MEAN, []))
+            log_stds = _stack_arrays(messages.get(TOPIC_CHUNK_LOG_STD, []))
+        if len(chunk_steps) != len(chunk_msgs):
+            raise EpisodeSchemaError(f"{len(chunk_msgs)} policy chunks but {len(chunk_steps)} decision steps")
+    return Episode(meta, timestamps, images, proprio, actions, progress, chunk_steps, chunks, log_probs, frame_steps,
+                   means, log_stds)
+
+
+def _stack_arrays(msgs: list[tuple[int, Any]]) -> np.ndarray:
+    """Float32MultiArray messages -> one (N, *layout) array."""
+    if not msgs:
+        return np.zeros((0, 0, 0), np.float32)
+    return np.stack([m.data.reshape([d.size for d in m.layout.dim]) for _, m in msgs]).astype(np.float32)
 
 
 def read_meta(path: str | os.PathLike) -> EpisodeMeta:

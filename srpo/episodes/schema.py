@@ -1,15 +1,28 @@
 """The episode schema: one definition used by sim rollouts, the ROS 2 trajectory recorder and the trainer.
 
 An episode of length T holds T+1 observations (o_0 .. o_T, the last one is the state the final action led to) and T
-actions (a_t is executed after o_t). Policy outputs are optional: when a policy samples an action chunk at step t it
-stores the chunk (K x A, in the action space of ``actions``) and its log-probability under the acting policy.
+actions (a_t is executed after o_t). Episodes are built step by step with ``EpisodeBuilder`` (``builder.py``), the
+one recorder behind expert rollouts, policy rollouts and the ROS 2 recorder.
+
+Policy decisions are optional. A decision j stores the step ``chunk_steps[j]`` of the observation it was computed
+from (explicitly: on a robot the chunk arrives after inference, so its time says nothing about its observation), the
+chunk it chose (K x A, in the action space of ``actions``, unclipped), the chunk's log-probability under the acting
+policy and, for sampled chunks, the acting distribution itself: ``chunk_means`` and ``chunk_log_stds`` (K x A, in
+the policy's normalised action space, at the sampling temperature). With them an offline learner recomputes the old
+per-element log-densities of any chunk without the acting checkpoint; ``EpisodeMeta.policy_distribution`` says how
+(family, space, noise correlation across the chunk).
 
 Frames may be sparser than the control steps: a camera can run slower than the control loop, and a rollout that acts
 in open-loop chunks only needs images where it decides (rendering is most of a simulated step). ``frame_steps`` then
 lists the steps that have images, always the first (0) and the last (T); ``None`` means every step has one.
 
 Per-episode metadata (``EpisodeMeta``) says where the episode came from: task, instruction, initial state and its
-split, source (sim or robot), policy version, seed, success and length.
+split, source (sim or robot), the policy version (unique per checkpoint: ``<lineage>@<weights fingerprint>``), seed,
+length and success. ``success`` is None until someone labels a robot episode (``srpo episodes label``); learners
+refuse unlabelled episodes by name.
+
+Schema history: 1 = decision steps matched by timestamp, no distribution, success always known; 2 = this. Version 1
+files load unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SOURCES = ("sim", "robot")
 EPISODE_SPLITS = ("train", "heldout", "none")
 
@@ -32,16 +45,12 @@ class EpisodeSchemaError(ValueError):
 
 @dataclass
 class EpisodeMeta:
-    """Frames may be sparser than the control steps: a camera can run slower than the control loop, and a rollout that acts
-in open-loop chunks only needs images where it decides (rendering is most of a simulated step). ``frame_steps`` then
-lists the steps that have images, always the first (0) and the last (T); ``None`` means every step has one.
-
-Per-episode metadata, stored as JSON inside the episode file."""
+    """Per-episode metadata, stored as JSON inside the episode file (see the module docstring)."""
 
     task: str
     instruction: str
     source: str
-    success: bool
+    success: bool | None
     length: int
     spec: dict[str, Any]
     suite: str = "tabletop"
@@ -50,6 +59,9 @@ Per-episode metadata, stored as JSON inside the episode file."""
     policy_version: str = "unknown"
     seed: int | None = None
     final_progress: float | None = None
+    policy_distribution: dict[str, Any] | None = None
+    """How ``chunk_means`` / ``chunk_log_stds`` define the acting distribution, e.g. ``{"family": "gaussian",
+    "space": "normalised", "chunk_correlation": 0.0}``; None when the episode stores no distribution."""
     episode_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_unix: float = field(default_factory=time.time)
     schema_version: int = SCHEMA_VERSION
@@ -64,6 +76,15 @@ Per-episode metadata, stored as JSON inside the episode file."""
             raise EpisodeSchemaError("instruction is empty")
         if self.length < 0:
             raise EpisodeSchemaError(f"length must be >= 0, got {self.length}")
+        if self.success is not None and not isinstance(self.success, (bool, np.bool_)):
+            raise EpisodeSchemaError(f"success must be true, false or null (unlabelled), got {self.success!r}")
+        if self.success is not None:
+            self.success = bool(self.success)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether success is known (simulated episodes always; robot episodes once labelled)."""
+        return self.success is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,6 +114,8 @@ class Episode:
     chunks: np.ndarray | None = None  # (M, K, A) float32
     chunk_log_probs: np.ndarray | None = None  # (M,) float32
     frame_steps: np.ndarray | None = None  # (F,) int64 steps that have images (0 and T included); None: every step
+    chunk_means: np.ndarray | None = None  # (M, K, A) float32 acting distribution's mean, normalised units
+    chunk_log_stds: np.ndarray | None = None  # (M, K, A) float32 acting distribution's log-std, normalised units
 
     @property
     def length(self) -> int:
@@ -167,4 +190,24 @@ class Episode:
                 raise EpisodeSchemaError(f"chunk_log_probs has shape {self.chunk_log_probs.shape}, expected ({M},)")
             if M and (self.chunk_steps.min() < 0 or self.chunk_steps.max() >= max(T, 1)):
                 raise EpisodeSchemaError("chunk_steps must index actions")
+            if np.any(np.diff(self.chunk_steps) <= 0):
+                raise EpisodeSchemaError("chunk_steps must increase strictly (one decision per observation)")
+        dist = [x is not None for x in (self.chunk_means, self.chunk_log_stds)]
+        if any(dist) and not all(dist):
+            raise EpisodeSchemaError("chunk_means and chunk_log_stds come together or not at all")
+        if all(dist):
+            if not all(given):
+                raise EpisodeSchemaError("chunk_means and chunk_log_stds need the decisions (chunk_steps, chunks)")
+            for name, arr in (("chunk_means", self.chunk_means), ("chunk_log_stds", self.chunk_log_stds)):
+                if arr.shape != self.chunks.shape:
+                    raise EpisodeSchemaError(f"{name} has shape {arr.shape}, expected {self.chunks.shape} (as chunks)")
+                if not np.all(np.isfinite(arr)):
+                    raise EpisodeSchemaError(f"{name} contains non-finite values")
+        return self
+
+    def require_labels(self) -> "Episode":
+        """Return self if success is known, else raise naming the episode (learners need the label)."""
+        if not self.meta.labelled:
+            raise EpisodeSchemaError(f"episode {self.meta.episode_id} ({self.meta.task}) has no success label; "
+                                     "label it first: srpo episodes label PATH --success true|false")
         return self

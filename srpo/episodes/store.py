@@ -58,8 +58,10 @@ class EpisodeStore:
         source: str | None = None,
         suite: str | None = None,
         strict: bool = False,
+        labelled: bool | None = None,
     ) -> list[EpisodeRecord]:
-        """Episodes matching every given filter, ordered by task then creation time."""
+        """Episodes matching every given filter, ordered by task then creation time. ``success`` True/False selects
+        labelled episodes with that outcome; ``labelled`` False selects the episodes whose outcome is unknown."""
         self.problems = []
         out = []
         for path in self.files():
@@ -76,6 +78,8 @@ class EpisodeStore:
             if split is not None and meta.split != split:
                 continue
             if success is not None and meta.success != success:
+                continue
+            if labelled is not None and meta.labelled != labelled:
                 continue
             if source is not None and meta.source != source:
                 continue

@@ -6,7 +6,8 @@ from typing import Callable
 
 import numpy as np
 
-from srpo.episodes.schema import Episode, EpisodeMeta
+from srpo.episodes.builder import EpisodeBuilder
+from srpo.episodes.schema import Episode
 from srpo.spec import validate_action
 from srpo.sim.tabletop.env import TabletopEnv
 from srpo.sim.tabletop.experts import make_expert
@@ -26,43 +27,20 @@ def run_episode(
     """Reset with ``reset_options``, act until success or the step limit, and return the recorded episode."""
     obs, info = env.reset(seed=seed, options=reset_options)
     cams = [c.name for c in env.spec_contract.observation.cameras]
-    frames: dict[str, list[np.ndarray]] = {c: [obs[c]] for c in cams}
-    proprio, actions, progress, times = [obs["proprio"]], [], [info["progress"]], [0.0]
+    builder = EpisodeBuilder(env.spec_contract.to_dict(), task=env.task.name, instruction=env.instruction,
+                             source="sim", policy_version=policy_version, suite="tabletop",
+                             init_state_id=info["init_state_id"], split=info["split"], seed=seed)
     t0 = info["sim_time"]
+    builder.observe(0.0, obs["proprio"], {c: obs[c] for c in cams}, info["progress"])
     limit = min(max_steps or env.max_steps, env.max_steps)
-    while len(actions) < limit:
+    while builder.length < limit:
         action = np.asarray(controller(obs, env), dtype=np.float32)
         obs, _, terminated, truncated, info = env.step(action)
-        actions.append(validate_action(action, env.spec_contract.action).action)  # what the env actually applied
-        for c in cams:
-            frames[c].append(obs[c])
-        proprio.append(obs["proprio"])
-        progress.append(info["progress"])
-        times.append(info["sim_time"] - t0)
+        builder.act(validate_action(action, env.spec_contract.action).action)  # what the env actually applied
+        builder.observe(info["sim_time"] - t0, obs["proprio"], {c: obs[c] for c in cams}, info["progress"])
         if terminated or truncated:
             break
-    meta = EpisodeMeta(
-        task=env.task.name,
-        instruction=env.instruction,
-        source="sim",
-        success=bool(info["success"]),
-        length=len(actions),
-        spec=env.spec_contract.to_dict(),
-        suite="tabletop",
-        init_state_id=info["init_state_id"],
-        split=info["split"],
-        policy_version=policy_version,
-        seed=seed,
-        final_progress=float(info["progress"]),
-    )
-    return Episode(
-        meta=meta,
-        timestamps=np.asarray(times, dtype=np.float64),
-        images={c: np.stack(v) for c, v in frames.items()},
-        proprio=np.stack(proprio).astype(np.float32),
-        actions=np.stack(actions).astype(np.float32) if actions else np.zeros((0, 7), np.float32),
-        progress=np.asarray(progress, dtype=np.float32),
-    ).validate()
+    return builder.finish(success=bool(info["success"]), final_progress=float(info["progress"]))
 
 
 def expert_episode(

@@ -12,6 +12,7 @@ in env units by a constant (the normaliser's Jacobian), which cancels in every P
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -25,10 +26,21 @@ from srpo.spec import RobotSpec
 
 @dataclass
 class PolicyOutput:
-    """Sampled chunks in env action units (B, K, A), unclipped, and their log-probabilities (B,)."""
+    """Sampled chunks in env action units (B, K, A), unclipped, and their log-probabilities (B,).
+
+    ``means`` / ``log_stds`` (B, K, A): the Gaussian they were drawn from, in normalised action units at the sampling
+    temperature, with noise correlated ``chunk_correlation`` across a chunk's steps. Episodes store them, so offline
+    learners can recompute old log-probabilities without the acting checkpoint."""
 
     chunks: torch.Tensor
     log_probs: torch.Tensor
+    means: torch.Tensor | None = None
+    log_stds: torch.Tensor | None = None
+    chunk_correlation: float = 0.0
+
+    def distribution_meta(self) -> dict:
+        """The ``EpisodeMeta.policy_distribution`` entry that says how to read ``means`` and ``log_stds``."""
+        return {"family": "gaussian", "space": "normalised", "chunk_correlation": float(self.chunk_correlation)}
 
 
 class Policy(nn.Module, ABC):
@@ -68,3 +80,27 @@ class Policy(nn.Module, ABC):
 
     @abstractmethod
     def save_pretrained(self, directory) -> None: ...
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """12 hex digits of the SHA-256 of every parameter and buffer (names and bytes, sorted by name): the same weights
+    give the same fingerprint, different weights (in practice) never do."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def version_lineage(version: str) -> str:
+    """The part of a policy version before ``@``: where the weights come from (``sft:<run>``, ``rl:<run>``)."""
+    return version.split("@", 1)[0]
+
+
+def stamp_version(policy: nn.Module, lineage: str | None = None) -> str:
+    """Set ``policy.version`` to ``<lineage>@<weights fingerprint>`` and return it.
+
+    Every saved checkpoint and every set of weights that acts in a rollout carries its own version, so a recorded
+    episode names exactly the weights that produced it (two checkpoints of one run differ by their fingerprint)."""
+    policy.version = f"{version_lineage(lineage or policy.version)}@{weights_fingerprint(policy)}"
+    return policy.version

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from srpo.spec import RobotSpec
-from srpo_trainer.policies.base import Observation, Policy, PolicyOutput
+from srpo_trainer.policies.base import Observation, Policy, PolicyOutput, stamp_version
 from srpo_trainer.policies.text import BuiltinTextEncoder, ByteTokenizer, HFTextEncoder, HFTokenizer
 from srpo_trainer.processor import NormStats, Processor
 
@@ -239,7 +239,8 @@ class TinyVLAPolicy(Policy):
         mean, log_std = self.distribution(obs, temperature)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         x = mean + noise * log_std.exp()
-        return PolicyOutput(self.processor.unnormalize_actions(x), gaussian_log_prob(x, mean, log_std))
+        return PolicyOutput(self.processor.unnormalize_actions(x), gaussian_log_prob(x, mean, log_std),
+                            mean, torch.broadcast_to(log_std, mean.shape))
 
     def log_prob(self, obs: Observation, chunks: torch.Tensor, temperature: float = 1.0,
                  per_element: bool = False) -> torch.Tensor:
@@ -271,6 +272,7 @@ class TinyVLAPolicy(Policy):
         """Write ``model.safetensors`` + ``config.json`` atomically (temp names, then renames)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        stamp_version(self)  # each saved checkpoint gets the version of exactly these weights
         meta = {
             "format": CHECKPOINT_FORMAT,
             "version": self.version,
@@ -318,6 +320,8 @@ class TinyVLAPolicy(Policy):
             policy.model.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
             raise CheckpointError(f"{w_path}: cannot load weights: {type(exc).__name__}: {exc}") from exc
+        if "@" not in policy.version:  # saved before versions named their weights
+            stamp_version(policy)
         return policy
 
 

@@ -109,7 +109,8 @@ class ExplorationPolicy(Policy):
         x = mean + z * log_std.exp()
         steps = torch.full((mean.shape[0],), mean.shape[1])
         logp = chunk_log_prob(x, mean, log_std, steps, rho)
-        return PolicyOutput(self.policy.processor.unnormalize_actions(x), logp)
+        return PolicyOutput(self.policy.processor.unnormalize_actions(x), logp, mean,
+                            torch.broadcast_to(log_std, mean.shape), rho)
 
     def normalise(self, chunks: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return self.policy.processor.normalize_actions(torch.as_tensor(chunks, dtype=like.dtype, device=like.device))

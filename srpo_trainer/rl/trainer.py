@@ -44,7 +44,7 @@ from srpo.sim.tabletop.tasks import TASKS
 from srpo_trainer.datasets import select_episodes
 from srpo_trainer.evaluate import EvalConfig, evaluate, paired_difference, wilson_interval
 from srpo_trainer.policies import load_policy
-from srpo_trainer.policies.base import Observation, Policy
+from srpo_trainer.policies.base import Observation, Policy, stamp_version
 from srpo_trainer.progress_reward import SuccessMemory
 from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.exploration import ExplorationPolicy, chunk_log_prob, decision_kl, decision_log_probs
@@ -593,6 +593,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         t0 = time.perf_counter()
         fit_world_model = cfg.reward.mode == "srpo" and encoder is None
         # the world model learns from frames h steps apart: the rollouts it is fitted on render every step
+        stamp_version(policy, f"rl:{run.name}")  # the rollouts' episodes name exactly the weights that acted
         episodes, groups, refills = collect(explore, cfg, step, envs, "every_step" if fit_world_model else None)
         t_rollout = time.perf_counter() - t0
         success = np.array([e.meta.success for e in episodes])

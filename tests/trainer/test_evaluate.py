@@ -75,6 +75,27 @@ def test_recorded_rollouts_carry_decisions(policy):
         with torch.no_grad():
             lp = policy.log_prob(obs, torch.from_numpy(ep.chunks[-1:]), temperature=1.0)
         np.testing.assert_allclose(lp.numpy(), ep.chunk_log_probs[-1:], rtol=1e-4, atol=1e-3)
+        assert ep.meta.policy_version == policy.version
+
+
+def test_recorded_distribution_recomputes_old_log_probs_without_the_policy(policy, tmp_path):
+    """What offline RL needs: from the episode file alone (stored mean and log-std, normalised units, and the
+    normalisation statistics), the per-element log-densities of the sampled chunks sum to the recorded log-probs."""
+    import math
+
+    from srpo.episodes import read_episode, write_episode
+    from srpo_trainer.rl.exploration import ExplorationConfig, ExplorationPolicy
+
+    for actor in (policy, ExplorationPolicy(policy, ExplorationConfig(std_mode="fixed", std=0.3))):
+        _, _, episodes = run_policy_episodes(actor, [("press_button", 2)], "train", 1, 8, 0.7, seed=11, record=True)
+        ep = read_episode(write_episode(tmp_path / "ep.mcap", episodes[0]))
+        assert ep.chunk_means.shape == ep.chunks.shape == ep.chunk_log_stds.shape
+        assert ep.meta.policy_distribution == {"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
+        stats = policy.processor.stats
+        x = (ep.chunks - stats.action_mean) / stats.action_std  # the chunk in the policy's normalised units
+        z = (x - ep.chunk_means) * np.exp(-ep.chunk_log_stds)
+        per_element = -0.5 * z**2 - ep.chunk_log_stds - 0.5 * math.log(2 * math.pi)
+        np.testing.assert_allclose(per_element.sum(axis=(1, 2)), ep.chunk_log_probs, rtol=1e-5, atol=1e-3)
 
 
 def test_decision_only_frames_change_nothing_but_the_frames_stored(policy):

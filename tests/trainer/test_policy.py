@@ -63,7 +63,7 @@ def test_checkpoint_round_trip_is_bit_identical(policy, tmp_path):
     policy.version = "test-1"
     policy.save_pretrained(tmp_path / "ckpt")
     loaded = TinyVLAPolicy.from_pretrained(tmp_path / "ckpt", expected_spec=policy.spec)
-    assert loaded.version == "test-1"
+    assert loaded.version == policy.version and loaded.version.startswith("test-1@")
     assert np.array_equal(policy.predict_action_chunk(obs), loaded.predict_action_chunk(obs))
     chunks = policy.sample(obs, generator=torch.Generator().manual_seed(1)).chunks.detach()
     with torch.no_grad():
@@ -107,3 +107,29 @@ def test_bad_observations_are_refused(policy):
     obs.proprio[0, 0] = np.nan
     with pytest.raises(ObservationError, match="NaN"):
         policy.sample(obs)
+
+
+def test_every_saved_checkpoint_has_its_own_version_naming_its_weights(policy, tmp_path):
+    from srpo_trainer.policies.base import weights_fingerprint
+
+    policy.version = "rl:run"
+    policy.save_pretrained(tmp_path / "a")
+    first = policy.version
+    assert first == f"rl:run@{weights_fingerprint(policy)}"
+    policy.save_pretrained(tmp_path / "a_again")  # same weights: same version
+    assert policy.version == first
+    with torch.no_grad():
+        next(policy.model.parameters()).add_(1e-3)  # one update later
+    policy.save_pretrained(tmp_path / "b")
+    assert policy.version != first and policy.version.startswith("rl:run@")
+    versions = {TinyVLAPolicy.from_pretrained(tmp_path / d).version for d in ("a", "a_again", "b")}
+    assert versions == {first, policy.version}
+
+
+def test_a_checkpoint_saved_without_a_fingerprint_gets_one_on_load(policy, tmp_path):
+    policy.save_pretrained(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    cfg["version"] = "sft:legacy"  # as checkpoints written before versions named their weights
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    loaded = TinyVLAPolicy.from_pretrained(tmp_path / "old")
+    assert loaded.version == policy.version.replace(policy.version.split("@")[0], "sft:legacy")

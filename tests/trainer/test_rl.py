@@ -125,7 +125,7 @@ def _tiny_run(tmp_path, init, demos, name, extra=()):
             "rollout.tasks=[reach_red_cube, press_button]", "rollout.prompts_per_step=2", "rollout.group_size=4",
             "rollout.train_states=3", "steps=3", "eval_every=3", "eval_episodes_per_task=1", "checkpoint_every=1",
             "filter.kind=success_rate", "filter.min_kept_prompts=2", "filter.max_refills=1",
-            "update.kl_coef=0.05", "reward.progress.memory_size=8",
+            "update.kl_coef=0.05", "reward.progress.memory_size=8", "record_rollouts=true",
             f"reward.world_model.data={demos}", "reward.world_model.steps=20", "reward.world_model.batch_size=8",
             *extra]
 
@@ -182,6 +182,18 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, sft_start, demo_store):
     assert (full / "final" / "config.json").exists() and (full / "learning.png").stat().st_size > 0
     summary = json.loads((full / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["env_steps"] == rows[-1]["env_steps"] > 0
+    # every set of weights that acted, and every saved checkpoint, has its own version (lineage @ fingerprint)
+    from srpo.episodes import EpisodeStore
+
+    acted = [{r.meta.policy_version for r in EpisodeStore(full / "rollouts" / f"step_{s:05d}").list()}
+             for s in (1, 2, 3)]
+    assert all(len(v) == 1 and next(iter(v)).startswith("rl:full@") for v in acted)
+    ckpts = [full / "checkpoints" / f"step_{s:07d}" for s in (1, 2, 3)]
+    saved = [json.loads((c / "config.json").read_text())["version"] for c in ckpts]
+    assert saved[:2] == [next(iter(acted[1])), next(iter(acted[2]))]  # step s+1 acted with checkpoint s
+    weights = [load_file(str(c / "model.safetensors")) for c in ckpts]
+    distinct = {tuple(w[k].numpy().tobytes() for k in sorted(w)) for w in weights}
+    assert len(set(saved)) == len(distinct) > 1  # a version per set of weights, and the update moved them
     memory = np.load(full / "checkpoints" / "step_0000003" / "success_memory.npz")
     assert sum(len(memory[k]) for k in memory.files) > 0  # successes were remembered (and resume must restore them)
 
