@@ -84,7 +84,7 @@ def start_evaluation(init: str, config: str, overrides: list[str], work: Path, e
     once per start checkpoint and evaluation size and shared by every run (cached under ``work``)."""
     import torch
 
-    from srpo_trainer.config import load_config
+    from srpo.config import load_config
     from srpo_trainer.policies import load_policy
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.exploration import ExplorationPolicy
@@ -121,7 +121,7 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*", help="extra RLConfig overrides for every run")
     args = parser.parse_args()
 
-    from srpo_trainer.config import load_config
+    from srpo.config import load_config
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.trainer import train_rl
 

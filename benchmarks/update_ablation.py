@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
 
-    from srpo_trainer.config import load_config
+    from srpo.config import load_config
     from srpo_trainer.evaluate import wilson_interval
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.trainer import train_rl

@@ -17,6 +17,7 @@ Examples::
     srpo sim attempts --per-task 20 --split heldout --out data/attempts   # noisy, stopped-early expert attempts
     srpo worldmodel train --data data/demos,data/attempts_train --out runs/wm
     srpo reward fidelity --data data/attempts --encoder builtin,pixels --encoder-path runs/wm/final --out runs/fid
+    srpo bringup robot:=sim policy:=exports/sft5                  # the ROS 2 nodes (needs the [ros] extra)
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def cmd_sim_attempts(args: argparse.Namespace) -> int:
 
 
 def cmd_worldmodel_train(args: argparse.Namespace) -> int:
-    from srpo_trainer.config import ConfigError, load_config
+    from srpo.config import ConfigError, load_config
     from srpo_trainer.world_model import WorldModelTrainConfig, train_world_model
 
     overrides = _with_flags(args, "data", "out")
@@ -138,7 +139,7 @@ def cmd_worldmodel_train(args: argparse.Namespace) -> int:
 
 def cmd_reward_fidelity(args: argparse.Namespace) -> int:
     from srpo.episodes.store import EpisodeStore
-    from srpo_trainer.config import ConfigError, load_config
+    from srpo.config import ConfigError, load_config
     from srpo_trainer.encoders import EncoderError, load_encoder
     from srpo_trainer.reward_fidelity import FidelityConfig, load_task_videos, reward_fidelity, write_fidelity
 
@@ -255,7 +256,7 @@ def _with_flags(args: argparse.Namespace, *names: str) -> list[str]:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from srpo_trainer.config import ConfigError, load_config
+    from srpo.config import ConfigError, load_config
     from srpo_trainer.sft import SFTConfig, train_sft
 
     overrides = _with_flags(args, "data", "out")
@@ -269,7 +270,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from srpo_trainer.config import ConfigError, load_config
+    from srpo.config import ConfigError, load_config
     from srpo_trainer.policies import CheckpointError
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.trainer import RunConfigError, train_rl
@@ -285,7 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from srpo_trainer.config import ConfigError, load_config
+    from srpo.config import ConfigError, load_config
     from srpo_trainer.evaluate import EvalConfig, evaluate
     from srpo.runtime import BackendUnavailable, ModelIntegrityError, load_inference_policy
     from srpo_trainer.policies import CheckpointError
@@ -323,6 +324,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 EXPORT_COMMANDS = ("onnx", "trt")
+
+
+def cmd_bringup(argv: list[str]) -> int:
+    """``srpo bringup robot:=sim policy:=PATH ...``: the ROS 2 nodes as ``ros2 launch srpo bringup.launch.py`` starts
+    them (``key:=value`` arguments, which argparse cannot take, so ``main`` dispatches here first)."""
+    from srpo_ros.bringup import USAGE, parse_launch_args, run_bringup
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        parse_launch_args(argv)
+    except ValueError as exc:
+        print(f"srpo bringup: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        print("srpo bringup: error: rclpy is not importable: install the ROS 2 extra (pip install 'srpo[ros]') or "
+              "source a ROS 2 Jazzy install", file=sys.stderr)
+        return 2
+    return run_bringup(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -415,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("bringup", help="[robot:=sim|real] [policy:=PATH] [backend:=B] [config:=YAML]: start the ROS 2 "
+                       "nodes (the [ros] extra), as `ros2 launch srpo bringup.launch.py` does", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: cmd_bringup(a.args))
+
     wm = sub.add_parser("worldmodel", help="the built-in latent world model").add_subparsers(dest="wm_command", required=True)
     p = wm.add_parser("train", help="train the world model on episodes (frames and actions; no labels)")
     p.add_argument("--config", help="YAML file with WorldModelTrainConfig fields")
@@ -458,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] == "export" and argv[1] in EXPORT_COMMANDS:
         # the exporters own their flags (they also run as export/*.py); argparse cannot forward a leading --flag
         return cmd_export(argparse.Namespace(export_command=argv[1], args=argv[2:]))
+    if argv and argv[0] == "bringup":
+        return cmd_bringup(argv[1:])  # ros2-launch style key:=value arguments
     args = build_parser().parse_args(argv)
     return args.func(args)
 

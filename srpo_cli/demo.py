@@ -60,7 +60,7 @@ def run(out: str, per_task: int = 10, workers: int = 2, sft_steps: int = 1200, r
                               steps=sft_steps, batch_size=32, checkpoint_every=250))
 
     console.rule(f"[bold]3/4 SRPO: world model + {rl_steps} RL steps, held-out eval before and after")
-    from srpo_trainer.config import load_config
+    from srpo.config import load_config
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.trainer import describe_change, train_rl
 

@@ -21,7 +21,7 @@ import torch
 
 from srpo.episodes.store import EpisodeStore
 from srpo.spec import RobotSpec
-from srpo_trainer.config import require_positive
+from srpo.config import require_positive
 from srpo_trainer.datasets import ChunkDataset, random_shift, select_episodes
 from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
 from srpo_trainer.processor import NormStats

@@ -34,7 +34,7 @@ from torch import nn
 
 from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
-from srpo_trainer.config import require_positive
+from srpo.config import require_positive
 from srpo_trainer.encoders.base import EncoderError, TrajectoryEncoder, sample_frames, to_tensor
 from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
 

@@ -100,13 +100,17 @@ class EpisodeWriter:
     Leaving the ``with`` block through an exception discards the partial file.
     """
 
-    def __init__(self, path: str | os.PathLike, spec: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike, spec: dict[str, Any], journal: bool = False) -> None:
+        """``journal``: write straight into ``path`` (no rename), uncompressed, each message flushed as soon as it is
+        written: the crash copy a recorder keeps of an open episode (a SIGKILL loses at most one message)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp_path = self.path if journal else self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.spec = spec
+        self._flush_each = journal
         self._file = open(self.tmp_path, "wb")
-        self._writer = Writer(self._file, compression=CompressionType.ZSTD, enable_data_crcs=True)
+        self._writer = (Writer(self._file, compression=CompressionType.NONE, chunk_size=1, enable_data_crcs=True)
+                        if journal else Writer(self._file, compression=CompressionType.ZSTD, enable_data_crcs=True))
         self._writer.start(profile="ros2", library="srpo")
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, int] = {}
@@ -128,6 +132,14 @@ class EpisodeWriter:
         data = _TYPESTORE.serialize_cdr(msg, msgtype)
         self._writer.add_message(self._channel(topic, msgtype), ns, data, ns, sequence=self._sequence[topic])
         self._sequence[topic] += 1
+        if self._flush_each:
+            self._file.flush()
+
+    def add_metadata(self, name: str, data: dict[str, str]) -> None:
+        """A named metadata record (string to string)."""
+        self._writer.add_metadata(name, data)
+        if self._flush_each:
+            self._file.flush()
 
     def write_observation(self, t: float, images: dict[str, np.ndarray] | None, proprio: np.ndarray,
                           progress: float | None = None) -> None:
@@ -137,14 +149,26 @@ class EpisodeWriter:
             img = images.get(cam["name"])
             if img is None:
                 raise EpisodeSchemaError(f"observation lacks camera {cam['name']!r}")
-            want = (cam["height"], cam["width"], 3)
-            if img.shape != want or img.dtype != np.uint8:
-                raise EpisodeSchemaError(f"camera {cam['name']!r}: {img.dtype} {img.shape}, expected uint8 {want}")
-            msg = _T[IMAGE_TYPE](
-                header=_header(t, cam["name"]), height=want[0], width=want[1], encoding="rgb8", is_bigendian=0,
-                step=want[1] * 3, data=np.ascontiguousarray(img).reshape(-1),
-            )
-            self._write(TOPIC_IMAGE.format(cam["name"]), IMAGE_TYPE, msg, t)
+            self.write_frame(t, cam["name"], img)
+        self.write_state(t, proprio, progress)
+
+    def write_frame(self, t: float, camera: str, img: np.ndarray) -> None:
+        """One camera frame at time ``t`` (``write_observation`` writes a whole step; a recorder's journal writes
+        frames as they arrive)."""
+        cams = {c["name"]: c for c in self.spec["cameras"]}
+        if camera not in cams:
+            raise EpisodeSchemaError(f"unknown camera {camera!r} (the spec has {sorted(cams)})")
+        want = (cams[camera]["height"], cams[camera]["width"], 3)
+        if img.shape != want or img.dtype != np.uint8:
+            raise EpisodeSchemaError(f"camera {camera!r}: {img.dtype} {img.shape}, expected uint8 {want}")
+        msg = _T[IMAGE_TYPE](
+            header=_header(t, camera), height=want[0], width=want[1], encoding="rgb8", is_bigendian=0,
+            step=want[1] * 3, data=np.ascontiguousarray(img).reshape(-1),
+        )
+        self._write(TOPIC_IMAGE.format(camera), IMAGE_TYPE, msg, t)
+
+    def write_state(self, t: float, proprio: np.ndarray, progress: float | None = None) -> None:
+        """The proprioception (and, in simulation, the privileged progress) of the observation at time ``t``."""
         names = list(self.spec["proprio_names"])
         proprio = np.asarray(proprio, dtype=np.float64)
         if proprio.shape != (len(names),):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
-from srpo_trainer.config import require_positive
+from srpo.config import require_positive
 from srpo_trainer.encoders import ENCODERS
 from srpo_trainer.progress_reward import ProgressRewardConfig
 from srpo_trainer.rl.exploration import RATIOS, ExplorationConfig

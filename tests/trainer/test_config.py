@@ -2,7 +2,7 @@
 
 import pytest
 
-from srpo_trainer.config import ConfigError, load_config
+from srpo.config import ConfigError, load_config
 from srpo_trainer.sft import SFTConfig
 
 

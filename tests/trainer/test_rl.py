@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from srpo_trainer.config import ConfigError, load_config
+from srpo.config import ConfigError, load_config
 from srpo_trainer.progress_reward import ProgressRewardConfig
 from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.objectives import group_advantages, ppo_clip_loss

@@ -15,7 +15,7 @@ import torch
 
 from srpo.episodes.schema import Episode, EpisodeMeta
 from srpo.spec import TABLETOP_SPEC
-from srpo_trainer.config import load_config
+from srpo.config import load_config
 from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
 from srpo_trainer.processor import NormStats
 from srpo_trainer.rl.config import RLConfig

@@ -1,0 +1,281 @@
+"""The arm node: commands in, through the safety filter, to a simulated or a real arm; robot state out.
+
+Every control tick (``control_hz``) it takes the oldest queued command (one action per tick; the queue holds two, so
+a policy a little ahead of the arm's timer loses nothing and one far ahead cannot build latency), passes it through
+``srpo.robot.SafetyFilter`` and runs the result; with no command, a stale one (computed from an observation older
+than ``command_timeout_s``), an engaged e-stop or no fresh robot state, it holds still and says why on
+``/srpo/arm/status`` (the simulated arm holds by pausing the simulator and re-publishing its state). What actually ran is published on ``/srpo/executed_action``, stamped with the state it followed
+(the recorder pairs them by that stamp).
+
+``robot: sim`` drives the tabletop simulator (``SimArmDriver``): it publishes the joint states, the end-effector pose,
+both camera images, the instruction of the current task and, when the episode ends, ``/srpo/episode_end`` with the
+success predicate. ``robot: real`` reads the end-effector pose and gripper state of a real arm and sends a
+TwistStamped (e.g. MoveIt Servo) and a gripper command, **only if** ``dry_run`` is false; by default it logs what it
+would send.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from srpo.robot.drivers import SimArmConfig, SimArmDriver, TwistMapperConfig, action_to_twist
+from srpo.robot.safety import SafetyConfig, SafetyFilter
+from srpo.spec import ACTION_NAMES, TABLETOP_SPEC
+from srpo_ros import topics
+from srpo_ros.common import (
+    latched_qos,
+    camera_info_message,
+    declare_config,
+    image_message,
+    named_values,
+    now_seconds,
+    seconds_to_stamp,
+    spin,
+    stamp_to_seconds,
+)
+
+ROBOTS = ("sim", "real")
+QUEUE_DEPTH = 2
+
+
+@dataclass
+class ArmNodeConfig:
+    """The node's own parameters (the driver's and the safety filter's come from their dataclasses)."""
+
+    robot: str = "sim"
+    control_hz: float = 20.0
+    auto_reset: bool = False
+    instruction_lead_s: float = 0.5
+    """sim: seconds between announcing an episode's instruction and publishing its first state."""
+    start_delay_s: float = 2.0
+    """sim: seconds before the first episode starts, so every node has discovered the arm and hears it from its first
+    step (DDS discovery between freshly started processes takes up to a second or two)."""
+    ee_pose_topic: str = "/ee_pose"
+    gripper_state_topic: str = "/gripper_state"
+
+    def __post_init__(self) -> None:
+        if self.robot not in ROBOTS:
+            raise ValueError(f"robot must be one of {ROBOTS}, got {self.robot!r}")
+        if not self.control_hz > 0:
+            raise ValueError(f"control_hz must be > 0, got {self.control_hz}")
+
+
+def make_node():
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from rclpy.node import Node
+    from sensor_msgs.msg import CameraInfo, Image, JointState
+    from std_msgs.msg import Bool, Float64MultiArray, String
+    from std_srvs.srv import SetBool, Trigger
+
+    latched = latched_qos()
+
+    class ArmNode(Node):
+        def __init__(self) -> None:
+            super().__init__("arm_node")
+            self.cfg = declare_config(self, ArmNodeConfig)
+            self.safety_cfg = declare_config(self, SafetyConfig)
+            self.lock = threading.Lock()
+            self.commands: collections.deque = collections.deque(maxlen=QUEUE_DEPTH)
+            self.status = ""
+            self.ended = False
+            self.state = None  # (stamp, proprio, ee_position)
+            if self.cfg.robot == "sim":
+                self.driver = SimArmDriver(declare_config(self, SimArmConfig))
+                self.spec = self.driver.spec
+            else:
+                self.twist_cfg = declare_config(self, TwistMapperConfig)
+                self.driver, self.spec = None, TABLETOP_SPEC
+                self.pose, self.gripper_opening = None, None
+                self.create_subscription(PoseStamped, self.cfg.ee_pose_topic, self.on_pose, 10)
+                self.create_subscription(JointState, self.cfg.gripper_state_topic, self.on_gripper, 10)
+                self.twist_pub = self.create_publisher(TwistStamped, self.twist_cfg.twist_topic, 10)
+                self.gripper_pub = self.create_publisher(Float64MultiArray, self.twist_cfg.gripper_topic, 10)
+            self.safety = SafetyFilter(self.safety_cfg, self.spec)
+            self.cams = [c.name for c in self.spec.observation.cameras]
+            self.state_pub = self.create_publisher(JointState, topics.JOINT_STATES, 10)
+            self.pose_pub = self.create_publisher(PoseStamped, topics.EE_POSE, 10)
+            self.executed_pub = self.create_publisher(JointState, topics.EXECUTED_ACTION, 50)
+            self.status_pub = self.create_publisher(String, topics.ARM_STATUS, latched)
+            self.instruction_pub = self.create_publisher(String, topics.INSTRUCTION, latched)
+            self.end_pub = self.create_publisher(Bool, topics.EPISODE_END, latched)
+            self.image_pubs = {c: self.create_publisher(Image, topics.CAMERA_IMAGE.format(c), 5) for c in self.cams}
+            self.info_pubs = {c: self.create_publisher(CameraInfo, topics.CAMERA_INFO.format(c), 5) for c in self.cams}
+            self.create_subscription(JointState, topics.ACTION, self.on_action, 10)
+            self.create_service(SetBool, topics.ESTOP, self.on_estop)
+            self.create_service(Trigger, topics.RESET, self.on_reset)
+            self.rejected = collections.Counter()
+            if self.driver is not None:
+                self.start_timer = self.create_timer(max(self.cfg.start_delay_s, 1e-3), self.first_episode)
+            self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
+            self.get_logger().info(f"arm_node: robot={self.cfg.robot} at {self.cfg.control_hz:g} Hz"
+                                   + (f", dry_run={self.twist_cfg.dry_run}" if self.cfg.robot == "real" else ""))
+
+        # -------------------------------------------------------------------------------------------- inputs
+        def on_action(self, msg) -> None:
+            if list(msg.name) != list(ACTION_NAMES) or len(msg.position) != len(ACTION_NAMES):
+                self.rejected["action names"] += 1  # the filter refuses bad values; this is a malformed message
+                return
+            now = now_seconds(self)
+            with self.lock:
+                self.commands.append((np.asarray(msg.position, np.float64), stamp_to_seconds(msg.header.stamp), now))
+            self.safety.command_received(now)
+
+        def on_pose(self, msg) -> None:  # real robot
+            p, q = msg.pose.position, msg.pose.orientation
+            self.pose = (stamp_to_seconds(msg.header.stamp), np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z]))
+            self.safety.observation_received(now_seconds(self))
+
+        def on_gripper(self, msg) -> None:  # real robot
+            if len(msg.position):
+                self.gripper_opening = float(msg.position[0])
+
+        def on_estop(self, request, response):
+            if request.data:
+                self.safety.estop.engage("service call")
+            else:
+                self.safety.estop.release()
+            response.success, response.message = True, "engaged" if request.data else "released"
+            self.get_logger().warning(f"e-stop {response.message}")
+            return response
+
+        def on_reset(self, request, response):
+            if self.driver is None:
+                response.success, response.message = False, "a real arm is reset by its operator"
+                return response
+            with self.lock:
+                self.reset_episode()
+            response.success, response.message = True, f"new episode: {self.driver.state().instruction}"
+            return response
+
+        # -------------------------------------------------------------------------------------------- sim
+        def first_episode(self) -> None:
+            self.destroy_timer(self.start_timer)
+            with self.lock:
+                self.reset_episode()
+
+        def reset_episode(self) -> None:
+            """Reset the simulator and announce the instruction; the first state follows ``instruction_lead_s``
+            later, so the recorder has started the episode before the policy can act (they hear the instruction
+            at the same time, but the policy cannot move the arm without a state)."""
+            state = self.driver.reset()
+            self.commands.clear()
+            self.ended, self.state = False, None
+            self.instruction_pub.publish(String(data=state.instruction))
+
+            def first_state() -> None:
+                self.destroy_timer(lead)
+                with self.lock:
+                    if self.state is None and not self.ended:
+                        self.publish_state(self.driver.state(), now_seconds(self))
+
+            lead = self.create_timer(max(self.cfg.instruction_lead_s, 1e-3), first_state)
+
+        def publish_state(self, state, stamp: float) -> None:
+            self.state = (stamp, state.proprio, state.ee_position)
+            self.safety.observation_received(stamp)
+            for c in self.cams:
+                if c in state.images:
+                    self.image_pubs[c].publish(image_message(state.images[c], stamp, c))
+                    h, w = state.images[c].shape[:2]
+                    self.info_pubs[c].publish(camera_info_message(h, w, stamp, c))
+            self.state_pub.publish(named_values(self.spec.observation.proprio_names, state.proprio, stamp, "base_link"))
+            self.pose_pub.publish(self.pose_message(state.proprio, stamp))
+
+        def pose_message(self, proprio: np.ndarray, stamp: float):
+            msg = PoseStamped()
+            msg.header.stamp, msg.header.frame_id = seconds_to_stamp(stamp), "base_link"
+            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in proprio[:3])
+            o = msg.pose.orientation
+            o.w, o.x, o.y, o.z = (float(v) for v in proprio[3:7])
+            return msg
+
+        # -------------------------------------------------------------------------------------------- tick
+        def next_command(self, now: float):
+            """The oldest queued command, or None and why."""
+            with self.lock:
+                while self.commands:
+                    action, obs_stamp, _ = self.commands.popleft()
+                    if now - obs_stamp <= self.safety_cfg.command_timeout_s:
+                        return action, None
+                    self.rejected["stale command"] += 1
+            return None, "no new command"
+
+        def tick(self) -> None:
+            now = now_seconds(self)
+            if self.cfg.robot == "real":
+                self.tick_real(now)
+                return
+            with self.lock:
+                if self.ended or self.state is None:  # episode over, or the first not started yet
+                    return
+                stamp = self.state[0]
+            action, why = self.next_command(now)
+            decision = self.safety.filter(action if action is not None else self.safety.hold_action(),
+                                          self.state[2], now)
+            if action is None or decision.hold:
+                # the simulated arm holds by pausing the simulator: a perfect hold, and the task's step budget is
+                # spent only on commanded motion. Its state is re-published with a fresh stamp (it is still true)
+                self.publish_state(self.driver.state(), now_seconds(self))
+                self.set_status("holding: " + (why or ", ".join(decision.reasons)))
+                return
+            state = self.driver.apply(decision.action)
+            self.executed_pub.publish(named_values(ACTION_NAMES, decision.action, stamp))
+            self.publish_state(state, now_seconds(self))
+            self.set_status("moving")
+            if state.done:
+                self.ended = True
+                self.end_pub.publish(Bool(data=bool(state.success)))
+                self.get_logger().info(f"episode ended: success={state.success}")
+                if self.cfg.auto_reset:
+                    with self.lock:
+                        self.reset_episode()
+
+        def tick_real(self, now: float) -> None:
+            if self.pose is None or self.gripper_opening is None:
+                self.set_status("holding: waiting for the arm's pose and gripper state")
+                return
+            stamp, pose = self.pose
+            proprio = np.r_[pose, self.gripper_opening].astype(np.float32)
+            self.state = (stamp, proprio, pose[:3])
+            self.state_pub.publish(named_values(self.spec.observation.proprio_names, proprio, stamp, "base_link"))
+            action, why = self.next_command(now)
+            decision = self.safety.filter(action if action is not None else self.safety.hold_action(), pose[:3], now)
+            hold = action is None or decision.hold
+            ran = self.safety.hold_action() if hold else decision.action
+            twist = action_to_twist(ran, self.twist_cfg)
+            self.executed_pub.publish(named_values(ACTION_NAMES, ran, stamp))
+            if self.twist_cfg.dry_run:
+                self.set_status("dry-run: " + ("holding" if hold else "moving"))
+                self.get_logger().info(f"dry-run: would send linear={twist.linear} angular={twist.angular} "
+                                       f"gripper={twist.gripper:.3f}", throttle_duration_sec=2.0)
+                return
+            msg = TwistStamped()
+            msg.header.stamp, msg.header.frame_id = seconds_to_stamp(now), twist.frame_id
+            msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z = twist.linear
+            msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = twist.angular
+            self.twist_pub.publish(msg)
+            self.gripper_pub.publish(Float64MultiArray(data=[twist.gripper]))
+            self.set_status("holding: " + (why or ", ".join(decision.reasons)) if hold else "moving")
+
+        def set_status(self, text: str) -> None:
+            if text != self.status:
+                self.status = text
+                self.status_pub.publish(String(data=text))
+
+        def close(self) -> None:
+            if self.driver is not None:
+                self.driver.close()
+
+    return ArmNode()
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin(make_node, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""The policy node: cameras, robot state and instruction in; one action per control tick out.
+
+A thin adapter over the runtime: ``load_inference_policy`` (TensorRT, ONNX Runtime or torch, ``backend``), the
+``InputGate`` (it refuses stale, mis-sized or mis-encoded images, bad states and empty instructions, and says why),
+``decide`` (deterministic at ``temperature: 0``, sampled otherwise, with the log-probability and distribution a
+recorder stores) and the ``ActionChunker`` (asynchronous prefetch hides the inference latency). Every tick with fresh
+inputs publishes the next action on ``/srpo/action`` (stamped with the state it was chosen for); with no trustworthy
+input it publishes nothing (the arm then holds) and says why on ``/srpo/policy/status``. Each new chunk goes out on
+``/srpo/policy/action_chunk`` and ``/srpo/policy/decision``; ``/diagnostics`` carries the policy version, backend,
+device, inference latency, data age and the refusal counters once a second.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from srpo.robot.inputs import InputGate, InputGateConfig
+from srpo.runtime.chunker import ActionChunker, ChunkerConfig
+from srpo.runtime.loading import BACKENDS, load_inference_policy
+from srpo.runtime.sampling import decide
+from srpo.spec import ACTION_NAMES
+from srpo_ros import topics
+from srpo_ros.common import decision_message, declare_config, diagnostics_message, latched_qos, named_values, now_seconds, seconds_to_stamp, spin, stamp_to_seconds
+
+
+@dataclass
+class PolicyNodeConfig:
+    """Which policy runs where, and how it acts."""
+
+    policy: str = ""
+    backend: str = "auto"
+    temperature: float = 0.0
+    execute_steps: int = 8
+    control_hz: float = 20.0
+    seed: int = 0
+    margin_ticks: int = 1
+    blend: str = "none"
+
+    def __post_init__(self) -> None:
+        if not self.policy:
+            raise ValueError("policy is empty: pass the exported policy folder or checkpoint (-p policy:=PATH)")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+
+def make_node():
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    latched = latched_qos()
+
+    class PolicyNode(Node):
+        def __init__(self) -> None:
+            super().__init__("policy_node")
+            self.cfg = declare_config(self, PolicyNodeConfig)
+            self.policy = load_inference_policy(self.cfg.policy, self.cfg.backend)
+            self.spec = self.policy.spec
+            self.gate = InputGate(self.spec, declare_config(self, InputGateConfig))
+            self.rng = np.random.default_rng(self.cfg.seed)
+            self.decisions: queue.SimpleQueue = queue.SimpleQueue()
+            self.chunker = ActionChunker(self.infer, ChunkerConfig(
+                chunk_size=self.policy.chunk_size, action_dim=self.spec.action.dim,
+                execute_steps=min(self.cfg.execute_steps, self.policy.chunk_size), control_hz=self.cfg.control_hz,
+                prefetch=True, blend=self.cfg.blend, margin_ticks=self.cfg.margin_ticks))
+            self.instruction = None
+            self.status = ""
+            self.last_data_age = float("nan")
+            self.lock = threading.Lock()
+            for cam in self.spec.observation.cameras:
+                self.create_subscription(Image, topics.CAMERA_IMAGE.format(cam.name),
+                                         lambda msg, name=cam.name: self.on_image(name, msg), 5)
+            self.create_subscription(JointState, topics.JOINT_STATES, self.on_state, 10)
+            self.create_subscription(String, topics.INSTRUCTION, self.on_instruction, latched)
+            self.action_pub = self.create_publisher(JointState, topics.ACTION, 10)
+            self.chunk_pub = self.create_publisher(JointTrajectory, topics.ACTION_CHUNK, 10)
+            self.decision_pub = self.create_publisher(String, topics.DECISION, 50)
+            self.status_pub = self.create_publisher(String, topics.POLICY_STATUS, latched)
+            self.info_pub = self.create_publisher(String, topics.POLICY_INFO, latched)
+            self.info_pub.publish(String(data=json.dumps({
+                "version": self.policy.version, "backend": self.policy.backend, "device": self.policy.device,
+                "temperature": self.cfg.temperature, "chunk_size": self.policy.chunk_size,
+                "distribution": ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
+                                 if self.cfg.temperature > 0 else None)})))
+            self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+            self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
+            self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
+            self.get_logger().info(f"policy {self.policy.version} on {self.policy.backend} ({self.policy.device}), "
+                                   f"temperature {self.cfg.temperature:g}, {self.cfg.control_hz:g} Hz")
+
+        # -------------------------------------------------------------------------------------------- inputs
+        def on_image(self, camera: str, msg) -> None:
+            why = self.gate.image(camera, msg.data, msg.height, msg.width, msg.encoding, msg.step,
+                                  stamp_to_seconds(msg.header.stamp))
+            if why:
+                self.get_logger().warning(why, throttle_duration_sec=2.0)
+
+        def on_state(self, msg) -> None:
+            why = self.gate.state(list(msg.name), np.asarray(msg.position), stamp_to_seconds(msg.header.stamp))
+            if why:
+                self.get_logger().warning(why, throttle_duration_sec=2.0)
+
+        def on_instruction(self, msg) -> None:
+            why = self.gate.instruction(msg.data)
+            if why:
+                self.get_logger().warning(why)
+                return
+            if msg.data.strip() != self.instruction:  # a new task: the old chunk must not run on
+                with self.lock:
+                    self.instruction = msg.data.strip()
+                    self.chunker.reset()
+                    self.policy.reset()
+                self.get_logger().info(f"instruction: {self.instruction!r}")
+
+        # -------------------------------------------------------------------------------------------- acting
+        def infer(self, observation):
+            """Runs in the chunker's worker thread: one decision from one gated observation."""
+            obs, stamp = observation
+            d = decide(self.policy, obs, self.cfg.temperature, self.rng)
+            self.decisions.put((stamp, d))
+            return d.chunk
+
+        def tick(self) -> None:
+            now = now_seconds(self)
+            gated = self.gate.observation(now)
+            if not gated.ready:
+                self.set_status(f"waiting: {gated.reason}")
+                self.flush_decisions()
+                return
+            self.last_data_age = now - gated.stamp
+            with self.lock:
+                result = self.chunker.tick((gated.observation, gated.stamp))
+            self.flush_decisions()
+            if result.held:
+                self.set_status(f"waiting: {result.reason}")
+                return
+            self.action_pub.publish(named_values(ACTION_NAMES, result.action, gated.stamp))
+            self.set_status("acting")
+
+        def flush_decisions(self) -> None:
+            while not self.decisions.empty():
+                stamp, d = self.decisions.get()
+                traj = JointTrajectory(joint_names=list(ACTION_NAMES))
+                traj.header.stamp = seconds_to_stamp(stamp)
+                for k, row in enumerate(d.chunk):
+                    point = JointTrajectoryPoint(positions=[float(v) for v in row])
+                    t = (k + 1) / self.cfg.control_hz
+                    point.time_from_start.sec, point.time_from_start.nanosec = int(t), int(round((t % 1) * 1e9))
+                    traj.points.append(point)
+                self.chunk_pub.publish(traj)
+                sampled = self.cfg.temperature > 0
+                self.decision_pub.publish(decision_message(stamp, d.chunk, d.log_prob, d.mean if sampled else None,
+                                                           d.log_std if sampled else None, d.temperature,
+                                                           self.policy.version))
+
+        def set_status(self, text: str) -> None:
+            if text != self.status:
+                self.status = text
+                self.status_pub.publish(String(data=text))
+
+        def publish_diagnostics(self) -> None:
+            stats = self.chunker.stats
+            values = {"version": self.policy.version, "backend": self.policy.backend, "device": self.policy.device,
+                      "status": self.status, "inference_latency_s": f"{stats.latency_s:.4f}",
+                      "data_age_s": f"{self.last_data_age:.4f}", "ticks": stats.ticks,
+                      "actions_served": stats.actions_served, "held_ticks": stats.held_ticks,
+                      "chunks": stats.chunks, "errors": stats.errors,
+                      **{f"refused_{k}": v for k, v in sorted(self.gate.why_not.items())}}
+            self.diag_pub.publish(diagnostics_message(self, "srpo/policy_node", self.status == "acting", self.status,
+                                                      values, self.policy.device))
+
+        def close(self) -> None:
+            self.chunker.close()
+
+    return PolicyNode()
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin(make_node, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The recorder node: robot states, camera frames, executed actions and policy decisions in; episode files out.
+
+A thin adapter over ``srpo.robot.recorder.EpisodeRecorder`` (which assembles episodes by stamp through the shared
+``EpisodeBuilder`` and journals every message so a killed recorder loses no closed episode). Episodes start on
+``/srpo/recorder/start`` or, with ``record_on_instruction``, whenever a new instruction arrives; they stop on
+``/srpo/recorder/stop`` (success unknown), ``/srpo/recorder/label`` (stop with success = the request's data) or, with
+``stop_on_episode_end``, when the simulated arm reports the end of its episode (labelled with the simulator's success
+predicate if ``label_from_sim``, else left unlabelled for ``srpo episodes label``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from srpo.robot.recorder import EpisodeRecorder, RecorderConfig
+from srpo.spec import ACTION_NAMES, TABLETOP_SPEC, RobotSpec
+from srpo_ros import topics
+from srpo_ros.common import declare_config, latched_qos, parse_decision, spin, stamp_to_seconds
+
+
+@dataclass
+class RecorderNodeConfig:
+    record_on_instruction: bool = True
+    stop_on_episode_end: bool = True
+    label_from_sim: bool = True
+    image_size: int = 64
+    """The cameras' image size (the spec's cameras are recorded; frames of another size are refused)."""
+
+
+def task_for(instruction: str) -> str:
+    """The tabletop task with this instruction, or a name made from the words (robot tasks have no registry)."""
+    try:
+        from srpo.sim.tabletop.tasks import TASKS
+
+        for name, task in TASKS.items():
+            if task.instruction == instruction.strip():
+                return name
+    except ImportError:  # a robot without the simulator extra
+        pass
+    return re.sub(r"[^a-z0-9]+", "_", instruction.lower()).strip("_")[:64] or "unnamed"
+
+
+def make_node():
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Bool, String
+    from std_srvs.srv import SetBool, Trigger
+
+    latched = latched_qos()
+
+    class RecorderNode(Node):
+        def __init__(self) -> None:
+            super().__init__("recorder_node")
+            self.cfg = declare_config(self, RecorderNodeConfig)
+            self.rec_cfg = declare_config(self, RecorderConfig)
+            self.spec: RobotSpec = TABLETOP_SPEC.with_image_size(self.cfg.image_size, self.cfg.image_size)
+            self.recorder = EpisodeRecorder(self.spec, self.rec_cfg)
+            self.instruction: str | None = None
+            self.policy: dict = {}
+            self.refused = 0
+            # one callback group (the default, mutually exclusive): the recorder core is not thread-safe
+            for cam in self.spec.observation.cameras:
+                self.create_subscription(Image, topics.CAMERA_IMAGE.format(cam.name),
+                                         lambda msg, name=cam.name: self.on_image(name, msg), 20)
+            self.create_subscription(JointState, topics.JOINT_STATES, self.on_state, 50)
+            self.create_subscription(JointState, topics.EXECUTED_ACTION, self.on_action, 50)
+            self.create_subscription(String, topics.DECISION, self.on_decision, 50)
+            self.create_subscription(String, topics.POLICY_INFO, self.on_policy_info, latched)
+            self.create_subscription(String, topics.INSTRUCTION, self.on_instruction, latched)
+            self.create_subscription(Bool, topics.EPISODE_END, self.on_episode_end, 10)  # volatile: no stale ends
+            self.create_service(Trigger, topics.RECORDER_START, self.on_start)
+            self.create_service(Trigger, topics.RECORDER_STOP, self.on_stop)
+            self.create_service(SetBool, topics.RECORDER_LABEL, self.on_label)
+            self.get_logger().info(f"recording into {self.rec_cfg.out_dir} (source {self.rec_cfg.source})")
+
+        # -------------------------------------------------------------------------------------------- control
+        def start(self) -> str:
+            if not self.instruction:
+                raise ValueError("no instruction yet: an episode needs one")
+            episode_id = self.recorder.start(task_for(self.instruction), self.instruction,
+                                             policy_version=self.policy.get("version", "unknown"),
+                                             policy_distribution=self.policy.get("distribution"))
+            self.get_logger().info(f"recording episode {episode_id}: {self.instruction!r}")
+            return episode_id
+
+        def stop(self, success: bool | None) -> str:
+            path = self.recorder.stop(success)
+            text = f"wrote {path} (success={success})" if path else "nothing recorded"
+            self.get_logger().info(text)
+            return text
+
+        def on_start(self, request, response):
+            try:
+                response.message, response.success = self.start(), True
+            except ValueError as exc:
+                response.message, response.success = str(exc), False
+            return response
+
+        def on_stop(self, request, response):
+            response.message, response.success = self.stop(None), True
+            return response
+
+        def on_label(self, request, response):
+            response.message, response.success = self.stop(bool(request.data)), True
+            return response
+
+        def on_policy_info(self, msg) -> None:
+            try:
+                self.policy = json.loads(msg.data)
+            except ValueError:
+                self.refused += 1
+                return
+            self.recorder.note_policy(self.policy.get("version", "unknown"), self.policy.get("distribution"))
+
+        def on_instruction(self, msg) -> None:
+            text = msg.data.strip()
+            if not text or text == self.instruction:
+                return
+            self.instruction = text
+            if self.cfg.record_on_instruction:
+                if self.recorder.recording:
+                    self.stop(None)
+                self.start()
+
+        def on_episode_end(self, msg) -> None:
+            if self.cfg.stop_on_episode_end and self.recorder.recording:
+                self.stop(bool(msg.data) if self.cfg.label_from_sim else None)
+
+        # -------------------------------------------------------------------------------------------- data
+        def on_image(self, camera: str, msg) -> None:
+            cam = self.spec.observation.camera(camera)
+            if (msg.height, msg.width, msg.encoding) != (cam.height, cam.width, "rgb8") or \
+                    len(msg.data) != msg.height * msg.step or msg.step < msg.width * 3:
+                self.refused += 1
+                return
+            rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)[:, : msg.width * 3]
+            self.recorder.add_frame(camera, stamp_to_seconds(msg.header.stamp), rows.reshape(msg.height, msg.width, 3))
+
+        def on_state(self, msg) -> None:
+            names = list(self.spec.observation.proprio_names)
+            if list(msg.name) != names or not np.all(np.isfinite(msg.position)):
+                self.refused += 1
+                return
+            self.recorder.add_state(stamp_to_seconds(msg.header.stamp), np.asarray(msg.position, np.float32))
+
+        def on_action(self, msg) -> None:
+            if list(msg.name) != list(ACTION_NAMES) or not np.all(np.isfinite(msg.position)):
+                self.refused += 1
+                return
+            self.recorder.add_action(stamp_to_seconds(msg.header.stamp), np.asarray(msg.position, np.float32))
+
+        def on_decision(self, msg) -> None:
+            try:
+                d = parse_decision(msg.data)
+            except (ValueError, KeyError, TypeError):
+                self.refused += 1
+                return
+            distribution = ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
+                            if d["mean"] is not None else None)
+            self.recorder.note_policy(d["version"], distribution)
+            self.recorder.add_decision(d["stamp"], d["chunk"], d["log_prob"], d["mean"], d["log_std"])
+
+        def close(self) -> None:
+            if self.recorder.recording:  # a clean shutdown keeps the open episode, unlabelled
+                self.stop(None)
+
+    return RecorderNode()
+
+
+def main(args: list[str] | None = None) -> int:
+    return spin(make_node, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""The nodes for real: separate processes, real rclpy/DDS, real MuJoCo, real ONNX Runtime, real files; each test on
+its own ROS domain. The fuzz tests count every refused input they sent and check that nothing moved."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+
+import numpy as np
+import yaml
+
+from srpo.episodes import EpisodeStore, read_episode
+from srpo.runtime.policy import ExportMeta
+from srpo.spec import ACTION_NAMES, PROPRIO_NAMES
+from srpo_ros import topics
+from srpo_ros.common import named_values, seconds_to_stamp
+from tests.ros.conftest import REPO, latched_qos, ros_env
+
+PERIOD = 1 / 20
+
+
+def _sim_params(size: int = 32, max_steps: int = 400, task: str = "press_button") -> list[str]:
+    return [f"image_size:={size}", f"max_steps:={max_steps}", f"task:={task}"]
+
+
+def _executed(box) -> list:
+    return [(t, np.asarray(m.position)) for t, m in list(box)]
+
+
+def test_sim_bringup_runs_an_episode_driven_by_the_policy_and_records_it(ros, exported, tmp_path):
+    """``srpo bringup robot:=sim`` (the command a user runs): arm, policy and recorder drive and record one episode."""
+    domain, nodes, probe = ros
+    config = yaml.safe_load((REPO / "configs" / "ros" / "bringup.yaml").read_text())
+    arm, rec, pol = (config[n]["ros__parameters"] for n in ("arm_node", "recorder_node", "policy_node"))
+    arm.update(image_size=32, max_steps=30, task="press_button", init_state_id=2)
+    rec.update(image_size=32, out_dir=str(tmp_path / "episodes"))
+    pol.update(temperature=0.5)  # sampled: the recorder stores each decision's distribution
+    (tmp_path / "bringup.yaml").write_text(yaml.safe_dump(config))
+    proc = nodes.start("bringup", "-m", "srpo_cli", "bringup", "robot:=sim", f"policy:={exported}",
+                       "backend:=onnxruntime", f"config:={tmp_path / 'bringup.yaml'}")
+    store = EpisodeStore(tmp_path / "episodes")
+    deadline = time.time() + 120
+    while time.time() < deadline and not store.files() and proc.poll() is None:
+        time.sleep(0.2)
+    assert store.files(), f"no episode recorded\n{nodes.log('bringup')[-4000:]}"
+    ep = read_episode(store.files()[0])
+    assert ep.meta.source == "sim" and ep.meta.task == "press_button" and ep.meta.labelled
+    assert ep.length == 30 or ep.meta.success  # truncated at max_steps, unless the tiny policy got lucky
+    assert ep.meta.policy_version == ExportMeta.read(exported).version
+    assert ep.chunk_steps is not None and ep.chunk_steps[0] == 0 and len(ep.chunk_steps) >= ep.length // 8
+    assert ep.chunk_means.shape == ep.chunks.shape and ep.meta.policy_distribution["family"] == "gaussian"
+    # the executed actions are the decisions' chunks, clipped, served one per tick
+    first = ep.chunk_steps[0]
+    np.testing.assert_allclose(ep.actions[first], np.clip(ep.chunks[0][0], -1, 1), atol=1e-6)
+    assert proc.poll() is None  # the nodes keep running after the episode
+
+
+def test_killing_the_policy_node_holds_the_arm_within_two_control_periods(ros, exported):
+    domain, nodes, probe = ros
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    executed = probe.listen(JointState, topics.EXECUTED_ACTION, 50)
+    states = probe.listen(JointState, topics.JOINT_STATES, 50)
+    status = probe.listen(String, topics.ARM_STATUS, latched_qos())
+    nodes.node("arm_node", *_sim_params(max_steps=2000, task="open_drawer"))
+    nodes.node("policy_node", f"policy:={exported}", "backend:=onnxruntime")
+    probe.wait_for(lambda: len(executed) >= 20, 90, "the arm to move under the policy", nodes)
+    t_kill = time.monotonic()
+    nodes.kill("policy_node")
+    time.sleep(1.5)
+    last_move = max(t for t, _ in executed)
+    assert last_move - t_kill <= 2 * PERIOD + 0.05, f"the arm moved {last_move - t_kill:.3f} s after the kill"
+    after = [np.asarray(m.position[:3]) for t, m in list(states) if t > last_move + 0.02]
+    assert len(after) > 10 and np.ptp(np.stack(after), axis=0).max() == 0.0  # still: not a micron of motion
+    assert status[-1][1].data.startswith("holding") and nodes.alive("arm_node")
+
+
+def test_e_stop_latches_until_released(ros):
+    """A stand-in policy publishes a valid command every tick; the e-stop stops the arm and keeps it stopped."""
+    domain, nodes, probe = ros
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool
+
+    executed = probe.listen(JointState, topics.EXECUTED_ACTION, 50)
+    status = probe.listen(String, topics.ARM_STATUS, latched_qos())
+    states = probe.listen(JointState, topics.JOINT_STATES, 50)
+    command = probe.node.create_publisher(JointState, topics.ACTION, 10)
+
+    def send():
+        if states:  # a fresh command computed from the latest state, as a policy would
+            command.publish(_command([0.0, 0.0, 0.2, 0.0, 0.0, 0.0, -1.0], states[-1][1].header.stamp))
+
+    timer = probe.node.create_timer(PERIOD, send)
+    nodes.node("arm_node", *_sim_params(max_steps=5000))
+    probe.wait_for(lambda: len(executed) >= 10, 60, "the arm to follow the commands", nodes)
+    assert probe.call(SetBool, topics.ESTOP, SetBool.Request(data=True)).success
+    t_stop = time.monotonic()
+    time.sleep(1.5)  # commands keep coming all along
+    moved = [t for t, _ in executed if t > t_stop + 2 * PERIOD + 0.05]
+    assert moved == [] and status[-1][1].data == "holding: e-stop"
+    n = len(executed)
+    time.sleep(0.5)
+    assert len(executed) == n  # latched: still holding
+    assert probe.call(SetBool, topics.ESTOP, SetBool.Request(data=False)).success
+    probe.wait_for(lambda: len(executed) >= n + 5, 10, "the arm to move again after the release", nodes)
+    probe.node.destroy_timer(timer)
+
+
+def _command(values, stamp) -> object:
+    from sensor_msgs.msg import JointState
+
+    msg = JointState(name=list(ACTION_NAMES), position=[float(v) for v in values])
+    msg.header.stamp = stamp
+    return msg
+
+
+def test_fuzzed_commands_never_move_the_arm(ros):
+    """NaN, inf, wrong names, wrong length and stale commands: no motion, no crash; a valid out-of-limit command is
+    clamped, and only then does the arm move."""
+    domain, nodes, probe = ros
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    executed = probe.listen(JointState, topics.EXECUTED_ACTION, 50)
+    states = probe.listen(JointState, topics.JOINT_STATES, 50)
+    status = probe.listen(String, topics.ARM_STATUS, latched_qos())
+    command = probe.node.create_publisher(JointState, topics.ACTION, 10)
+    nodes.node("arm_node", *_sim_params(max_steps=5000))
+    probe.wait_for(lambda: len(states) >= 5 and command.get_subscription_count() > 0, 60, "the arm", nodes)
+    start = np.asarray(states[-1][1].position[:3])
+    bad = []
+    for k in range(60):
+        stamp = states[-1][1].header.stamp
+        old = seconds_to_stamp(states[-1][1].header.stamp.sec - 5.0)
+        bad += [_command([math.nan, 0, 0, 0, 0, 0, 0], stamp), _command([0, math.inf, 0, 0, 0, 0, 0], stamp),
+                _command([0.5] * 7, old)]  # computed from a 5 s old observation
+        wrong = JointState(name=["a", "b"], position=[0.1, 0.2])
+        short = JointState(name=list(ACTION_NAMES[:6]), position=[0.1] * 6)
+        bad += [wrong, short]
+        for msg in bad[-5:]:
+            command.publish(msg)
+        time.sleep(PERIOD / 2)
+    time.sleep(0.5)
+    assert executed == [] and nodes.alive("arm_node")
+    assert np.array_equal(np.asarray(states[-1][1].position[:3]), start)
+    assert any(s.data.startswith("holding") for _, s in status)
+    print(f"fuzzed commands refused: {len(bad)}")
+    command.publish(_command([0, 0, 5.0, 0, 0, 0, -1.0], states[-1][1].header.stamp))  # out of limits: clamped
+    probe.wait_for(lambda: len(executed) >= 1, 10, "the valid command to run", nodes)
+    assert executed[0][1].position[2] == 1.0 and len(executed) == 1
+
+
+def test_fuzzed_sensor_inputs_never_produce_an_action(ros, exported):
+    """The policy node alone, fed by the probe: wrong encodings and sizes, truncated images, NaN and misnamed states,
+    empty instructions, stale stamps. It publishes no action and says why; valid inputs then make it act."""
+    domain, nodes, probe = ros
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+
+    actions = probe.listen(JointState, topics.ACTION, 50)
+    status = probe.listen(String, topics.POLICY_STATUS, latched_qos())
+    diags = probe.listen(DiagnosticArray, topics.DIAGNOSTICS, 10)
+    pub_img = {c: probe.node.create_publisher(Image, topics.CAMERA_IMAGE.format(c), 10) for c in ("agentview", "wrist")}
+    pub_state = probe.node.create_publisher(JointState, topics.JOINT_STATES, 10)
+    pub_text = probe.node.create_publisher(String, topics.INSTRUCTION, latched_qos())
+    nodes.node("policy_node", f"policy:={exported}", "backend:=onnxruntime")
+    probe.wait_for(lambda: diags, 60, "the policy node's diagnostics", nodes)
+    clock = probe.node.get_clock()
+
+    def now() -> float:
+        return clock.now().nanoseconds * 1e-9
+
+    def image(cam, h=32, w=32, enc="rgb8", data=None, t=None):
+        msg = Image(height=h, width=w, encoding=enc, step=w * (1 if enc == "mono8" else 3))
+        msg.data = data if data is not None else bytes(h * msg.step)
+        msg.header.stamp = seconds_to_stamp(now() if t is None else t)
+        return msg
+
+    sent = {"image": 0, "state": 0, "instruction": 0}
+    for _ in range(20):
+        for cam, pub in pub_img.items():
+            for msg in (image(cam, enc="mono8"), image(cam, 48, 48), image(cam, enc="yuv422"),
+                        image(cam, data=bytes(100))):
+                pub.publish(msg)
+                sent["image"] += 1
+        pub_state.publish(named_values(PROPRIO_NAMES, [math.nan] * 8, now()))
+        pub_state.publish(named_values(["x"] * 8, [0.0] * 8, now()))
+        sent["state"] += 2
+        pub_text.publish(String(data="   "))
+        sent["instruction"] += 1
+        time.sleep(PERIOD)
+    # valid but stale: images and state 2 s old
+    pub_text.publish(String(data="press the orange button"))
+    for _ in range(10):
+        for cam, pub in pub_img.items():
+            pub.publish(image(cam, t=now() - 2.0))
+        pub_state.publish(named_values(PROPRIO_NAMES, [0.0] * 8, now() - 2.0))
+        time.sleep(PERIOD)
+    time.sleep(1.2)  # one more diagnostics period
+    assert actions == [] and nodes.alive("policy_node")
+    assert status[-1][1].data.startswith("waiting: ") and "old" in status[-1][1].data
+    values = {kv.key: kv.value for kv in diags[-1][1].status[0].values}
+    refused = {k: int(v) for k, v in values.items() if k.startswith("refused_")}
+    assert refused["refused_image_encoding"] + refused["refused_image_size"] == sent["image"]
+    assert refused["refused_state_non_finite"] + refused["refused_state_names"] == sent["state"]
+    assert refused["refused_instruction_empty"] >= 1 and refused["refused_stale_state"] > 0
+    print(f"fuzzed sensor inputs refused: {sent}, ticks waiting on stale data: {refused['refused_stale_state']}")
+    for _ in range(40):  # now fresh, valid inputs: it acts
+        for cam, pub in pub_img.items():
+            pub.publish(image(cam))
+        pub_state.publish(named_values(PROPRIO_NAMES, [0.0, 0.0, 0.2, 1.0, 0.0, 0.0, 0.0, 0.04], now()))
+        time.sleep(PERIOD)
+        if actions:
+            break
+    assert actions, "valid inputs produced no action"
+    assert all(np.isfinite(m.position).all() for _, m in actions)
+
+
+def test_bad_parameters_fail_the_node_at_start_with_one_clear_line(ros, tmp_path):
+    domain, nodes, probe = ros
+    for node, param, word in (("policy_node", f"policy:={tmp_path / 'missing'}", "missing"),
+                              ("arm_node", "robot:=moon", "moon"), ("arm_node", "max_linear_speed:=-1.0", "max_linear_speed")):
+        r = subprocess.run([sys.executable, "-m", f"srpo_ros.{node}", "--ros-args", "-p", param], env=ros_env(domain),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1, (node, param, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr and word in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
