@@ -250,6 +250,32 @@ def cmd_episodes_label(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_episodes_recover(args: argparse.Namespace) -> int:
+    from srpo.episodes.mcap_io import write_episode
+    from srpo.episodes.schema import EpisodeSchemaError
+    from srpo.robot.recorder import JOURNAL_SUFFIX, recover_journal
+
+    failed = 0
+    for journal in args.journals:
+        path = Path(journal)
+        if not path.name.endswith(JOURNAL_SUFFIX):
+            print(f"not recovered: {path} is not a recorder journal (*{JOURNAL_SUFFIX})", file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            episode = recover_journal(path)
+        except (EpisodeSchemaError, OSError, ValueError) as exc:
+            print(f"not recovered: {path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        out = write_episode(path.with_name(path.name[: -len(JOURNAL_SUFFIX)] + ".mcap"), episode)
+        if not args.keep_journal:
+            path.unlink()
+        print(f"{path} -> {out}: {episode.length} steps, {0 if episode.chunk_steps is None else len(episode.chunk_steps)}"
+              " decisions, success unknown (label it with `srpo episodes label`)")
+    return 1 if failed else 0
+
+
 def _with_flags(args: argparse.Namespace, *names: str) -> list[str]:
     """``key=value`` overrides from the command's own flags (``--out X`` is ``out=X``), after the free overrides."""
     return list(args.overrides) + [f"{n}={getattr(args, n)}" for n in names if getattr(args, n)]
@@ -475,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="episode files")
     p.add_argument("--success", type=_bool, required=True, help="true or false")
     p.set_defaults(func=cmd_episodes_label)
+    p = eps.add_parser("recover", help="rebuild the episodes a killed recorder left as *.mcap.partial journals")
+    p.add_argument("journals", nargs="+", help="journal files")
+    p.add_argument("--keep-journal", action="store_true", help="keep the journal after writing the episode")
+    p.set_defaults(func=cmd_episodes_recover)
     p = eps.add_parser("verify", help="fully read every episode and report damaged files")
     p.add_argument("root")
     p.set_defaults(func=cmd_episodes_verify)

@@ -3,9 +3,11 @@
 A thin adapter over the runtime: ``load_inference_policy`` (TensorRT, ONNX Runtime or torch, ``backend``), the
 ``InputGate`` (it refuses stale, mis-sized or mis-encoded images, bad states and empty instructions, and says why),
 ``decide`` (deterministic at ``temperature: 0``, sampled otherwise, with the log-probability and distribution a
-recorder stores) and the ``ActionChunker`` (asynchronous prefetch hides the inference latency). Every tick with fresh
-inputs publishes the next action on ``/srpo/action`` (stamped with the state it was chosen for); with no trustworthy
-input it publishes nothing (the arm then holds) and says why on ``/srpo/policy/status``. Each new chunk goes out on
+recorder stores) and the ``ActionChunker`` (asynchronous prefetch hides the inference latency). A tick runs when a
+robot state arrives (``tick_on: state``: the arm's control loop sets the pace, so the action is back before the arm's
+next tick) or on this node's timer (``tick_on: timer``). Every tick with fresh inputs publishes the next action on
+``/srpo/action`` (stamped with the state it was chosen for); with no trustworthy input it publishes nothing (the arm
+then holds) and says why on ``/srpo/policy/status``. Each new chunk goes out on
 ``/srpo/policy/action_chunk`` and ``/srpo/policy/decision``; ``/diagnostics`` carries the policy version, backend,
 device, inference latency, data age and the refusal counters once a second.
 """
@@ -28,6 +30,9 @@ from srpo_ros import topics
 from srpo_ros.common import decision_message, declare_config, diagnostics_message, latched_qos, named_values, now_seconds, seconds_to_stamp, spin, stamp_to_seconds
 
 
+TICK_SOURCES = ("state", "timer")
+
+
 @dataclass
 class PolicyNodeConfig:
     """Which policy runs where, and how it acts."""
@@ -40,8 +45,13 @@ class PolicyNodeConfig:
     seed: int = 0
     margin_ticks: int = 1
     blend: str = "none"
+    tick_on: str = "state"
+    """``state``: act the moment a robot state arrives (the arm's control loop sets the pace, and the action is back
+    before the arm's next tick); ``timer``: act on this node's own ``control_hz`` timer."""
 
     def __post_init__(self) -> None:
+        if self.tick_on not in TICK_SOURCES:
+            raise ValueError(f"tick_on must be one of {TICK_SOURCES}, got {self.tick_on!r}")
         if not self.policy:
             raise ValueError("policy is empty: pass the exported policy folder or checkpoint (-p policy:=PATH)")
         if self.backend not in BACKENDS:
@@ -92,7 +102,8 @@ def make_node():
                 "distribution": ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
                                  if self.cfg.temperature > 0 else None)})))
             self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
-            self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
+            self.last_tick = float("-inf")
+            self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.watch)
             self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
             self.get_logger().info(f"policy {self.policy.version} on {self.policy.backend} ({self.policy.device}), "
                                    f"temperature {self.cfg.temperature:g}, {self.cfg.control_hz:g} Hz")
@@ -108,18 +119,19 @@ def make_node():
             why = self.gate.state(list(msg.name), np.asarray(msg.position), stamp_to_seconds(msg.header.stamp))
             if why:
                 self.get_logger().warning(why, throttle_duration_sec=2.0)
+            elif self.cfg.tick_on == "state":
+                self.tick()
 
         def on_instruction(self, msg) -> None:
             why = self.gate.instruction(msg.data)
             if why:
                 self.get_logger().warning(why)
                 return
-            if msg.data.strip() != self.instruction:  # a new task: the old chunk must not run on
-                with self.lock:
-                    self.instruction = msg.data.strip()
-                    self.chunker.reset()
-                    self.policy.reset()
-                self.get_logger().info(f"instruction: {self.instruction!r}")
+            with self.lock:  # every instruction starts an episode: the old chunk must not run on
+                self.instruction = msg.data.strip()
+                self.chunker.reset()
+                self.policy.reset()
+            self.get_logger().info(f"instruction: {self.instruction!r}")
 
         # -------------------------------------------------------------------------------------------- acting
         def infer(self, observation):
@@ -129,8 +141,15 @@ def make_node():
             self.decisions.put((stamp, d))
             return d.chunk
 
+        def watch(self) -> None:
+            """The control-rate timer: the tick itself (``tick_on: timer``), or, when the robot state drives the
+            ticks, a watchdog that reports why nothing is acting once a tick is overdue."""
+            if self.cfg.tick_on == "timer" or now_seconds(self) - self.last_tick > 1.5 / self.cfg.control_hz:
+                self.tick()
+
         def tick(self) -> None:
             now = now_seconds(self)
+            self.last_tick = now
             gated = self.gate.observation(now)
             if not gated.ready:
                 self.set_status(f"waiting: {gated.reason}")

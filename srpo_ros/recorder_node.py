@@ -2,7 +2,8 @@
 
 A thin adapter over ``srpo.robot.recorder.EpisodeRecorder`` (which assembles episodes by stamp through the shared
 ``EpisodeBuilder`` and journals every message so a killed recorder loses no closed episode). Episodes start on
-``/srpo/recorder/start`` or, with ``record_on_instruction``, whenever a new instruction arrives; they stop on
+``/srpo/recorder/start`` or, with ``record_on_instruction``, whenever an instruction is published (the same text
+again is a new episode of the same task); they stop on
 ``/srpo/recorder/stop`` (success unknown), ``/srpo/recorder/label`` (stop with success = the request's data) or, with
 ``stop_on_episode_end``, when the simulated arm reports the end of its episode (labelled with the simulator's success
 predicate if ``label_from_sim``, else left unlabelled for ``srpo episodes label``).
@@ -118,7 +119,8 @@ def make_node():
 
         def on_instruction(self, msg) -> None:
             text = msg.data.strip()
-            if not text or text == self.instruction:
+            if not text:
+                self.refused += 1
                 return
             self.instruction = text
             if self.cfg.record_on_instruction:

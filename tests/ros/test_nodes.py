@@ -4,6 +4,7 @@ its own ROS domain. The fuzz tests count every refused input they sent and check
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -229,3 +230,99 @@ def test_bad_parameters_fail_the_node_at_start_with_one_clear_line(ros, tmp_path
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 1, (node, param, r.stderr[-2000:])
         assert "Traceback" not in r.stderr and word in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_kill_9_of_the_recorder_keeps_closed_episodes_and_the_open_one_is_recovered(ros, exported, tmp_path):
+    """Back-to-back simulated episodes (auto_reset) under the real policy; the recorder is SIGKILLed mid-episode."""
+    domain, nodes, probe = ros
+    out = tmp_path / "episodes"
+    from sensor_msgs.msg import JointState
+
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    executed = probe.listen(JointState, topics.EXECUTED_ACTION, 50)
+    info = probe.listen(String, topics.POLICY_INFO, latched_qos())
+    nodes.node("recorder_node", "image_size:=32", f"out_dir:={out}", "source:=sim")
+    nodes.node("policy_node", f"policy:={exported}", "backend:=onnxruntime", "temperature:=1.0")
+    probe.wait_for(lambda: info, 60, "the policy node", nodes)  # both up before the arm starts its episodes
+    assert probe.node.create_client(Trigger, topics.RECORDER_START).wait_for_service(timeout_sec=30)
+    nodes.node("arm_node", *_sim_params(max_steps=40), "auto_reset:=true")
+    store = EpisodeStore(out)
+    probe.wait_for(lambda: len(store.files()) >= 1, 120, "a first closed episode", nodes)
+    n = len(executed)
+    probe.wait_for(lambda: len(executed) >= n + 10, 30, "the next episode to be under way", nodes)
+    nodes.kill("recorder_node", signal.SIGKILL)
+    closed = store.files()
+    assert closed and all(read_episode(p).length == 40 for p in closed)  # intact, fully verified
+    journals = list(out.rglob("*.mcap.partial"))
+    assert len(journals) == 1 and not any(str(j).endswith(".mcap") for j in journals)
+    r = subprocess.run([sys.executable, "-m", "srpo_cli", "episodes", "recover", str(journals[0])],
+                       capture_output=True, text=True, timeout=120, env=ros_env(domain))
+    assert r.returncode == 0, r.stderr
+    recovered = read_episode(journals[0].with_name(journals[0].name.replace(".mcap.partial", ".mcap")))
+    assert recovered.meta.success is None and 0 < recovered.length <= 40 and not journals[0].exists()
+    assert recovered.chunk_means is not None and recovered.meta.extra["recovered_from"] == journals[0].name
+
+
+def test_camera_node_streams_a_video_file_and_survives_a_missing_source(ros, tmp_path):
+    import cv2
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from sensor_msgs.msg import CameraInfo, Image
+
+    domain, nodes, probe = ros
+    video = tmp_path / "scene.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (80, 60))
+    for k in range(10):  # a red-to-blue scene; BGR on disk, rgb8 on the topic
+        writer.write(np.full((60, 80, 3), (25 * k, 0, 255 - 25 * k), np.uint8))
+    writer.release()
+    images = probe.listen(Image, topics.CAMERA_IMAGE.format("agentview"))
+    infos = probe.listen(CameraInfo, topics.CAMERA_INFO.format("agentview"))
+    diags = probe.listen(DiagnosticArray, topics.DIAGNOSTICS)
+    nodes.node("camera_node", f"source:={video}", "width:=32", "height:=32", "rate_hz:=30.0")
+    nodes.node("camera_node", "source:=/dev/video99", "camera_name:=wrist", name="missing")
+    probe.wait_for(lambda: len(images) >= 30, 60, "30 frames (the 10-frame video loops)", nodes)
+    msg = images[-1][1]
+    assert (msg.height, msg.width, msg.encoding) == (32, 32, "rgb8") and infos
+    first = np.frombuffer(bytes(images[0][1].data), np.uint8).reshape(32, 32, 3)
+    assert first[..., 0].mean() > 200 and first[..., 2].mean() < 60  # red, not blue: BGR was converted
+    probe.wait_for(lambda: any(s.name == "srpo/camera/wrist" for _, a in diags for s in a.status), 30,
+                   "the missing camera's diagnostics", nodes)
+    wrist = [s for _, a in diags for s in a.status if s.name == "srpo/camera/wrist"][-1]
+    assert wrist.level != DiagnosticStatus.OK and "cannot open" in wrist.message
+    assert nodes.alive("missing") and "retrying" in nodes.log("missing")
+
+
+def test_real_arm_is_dry_run_by_default_and_sends_twists_only_when_enabled(ros):
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    domain, nodes, probe = ros
+    twists = probe.listen(TwistStamped, "/servo_node/delta_twist_cmds")
+    grippers = probe.listen(Float64MultiArray, "/gripper_controller/commands")
+    executed = probe.listen(JointState, topics.EXECUTED_ACTION, 50)
+    pose_pub = probe.node.create_publisher(PoseStamped, "/ee_pose", 10)
+    grip_pub = probe.node.create_publisher(JointState, "/gripper_state", 10)
+    command = probe.node.create_publisher(JointState, topics.ACTION, 10)
+    clock = probe.node.get_clock()
+
+    def feed():  # the real arm's own driver publishing its pose, and a policy commanding +z
+        pose = PoseStamped()
+        pose.header.stamp = clock.now().to_msg()
+        pose.pose.position.z, pose.pose.orientation.w = 0.2, 1.0
+        pose_pub.publish(pose)
+        grip_pub.publish(JointState(name=["finger"], position=[0.03]))
+        command.publish(_command([0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0], pose.header.stamp))
+
+    timer = probe.node.create_timer(PERIOD, feed)
+    nodes.node("arm_node", "robot:=real", name="dry")
+    probe.wait_for(lambda: len(executed) >= 20, 60, "the dry-run arm to process commands", nodes)
+    assert twists == [] and grippers == [] and "dry-run" in nodes.log("dry")
+    nodes.kill("dry", signal.SIGINT)
+    nodes.node("arm_node", "robot:=real", "dry_run:=false", name="live")
+    probe.wait_for(lambda: len(twists) >= 10, 60, "twist commands from the live arm", nodes)
+    t = twists[-1][1]
+    assert t.twist.linear.z == 0.5 * 0.4 and t.twist.linear.x == 0.0 and t.header.frame_id == "base_link"
+    assert grippers[-1][1].data[0] == 0.04  # +1 closes
+    probe.node.destroy_timer(timer)
