@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import typing
 from typing import Any, Callable, TypeVar
@@ -62,11 +63,12 @@ def _from_ros(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
-def latched_qos() -> Any:
-    """Reliable, transient local, depth 1: a late subscriber still gets the last message (instruction, status)."""
+def latched_qos(depth: int = 1) -> Any:
+    """Reliable, transient local: a late subscriber still gets the last ``depth`` messages (instruction, status; the
+    policy's decisions, so a recorder whose discovery of the policy lagged still files the first ones)."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-    return QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
+    return QoSProfile(depth=depth, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def diagnostics_message(node: Any, name: str, ok: bool, message: str, values: dict[str, Any],
@@ -177,6 +179,8 @@ def spin(make_node: Callable[[], Any], args: list[str] | None = None) -> int:
         pass
     finally:
         if node is not None:
+            # a second Ctrl-C (or a supervisor's repeated SIGINT) must not cut a final episode write in half
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             close = getattr(node, "close", None)
             if close is not None:
                 close()

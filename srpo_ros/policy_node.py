@@ -31,6 +31,7 @@ from srpo_ros.common import decision_message, declare_config, diagnostics_messag
 
 
 TICK_SOURCES = ("state", "timer")
+DECISION_HISTORY = 20  # decisions kept for late subscribers (a recorder files them by stamp, older ones drop out)
 
 
 @dataclass
@@ -93,7 +94,7 @@ def make_node():
             self.create_subscription(String, topics.INSTRUCTION, self.on_instruction, latched)
             self.action_pub = self.create_publisher(JointState, topics.ACTION, 10)
             self.chunk_pub = self.create_publisher(JointTrajectory, topics.ACTION_CHUNK, 10)
-            self.decision_pub = self.create_publisher(String, topics.DECISION, 50)
+            self.decision_pub = self.create_publisher(String, topics.DECISION, latched_qos(DECISION_HISTORY))
             self.status_pub = self.create_publisher(String, topics.POLICY_STATUS, latched)
             self.info_pub = self.create_publisher(String, topics.POLICY_INFO, latched)
             self.info_pub.publish(String(data=json.dumps({

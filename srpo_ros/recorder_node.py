@@ -23,6 +23,9 @@ from srpo_ros import topics
 from srpo_ros.common import declare_config, latched_qos, parse_decision, spin, stamp_to_seconds
 
 
+END_GRACE_S = 0.25
+
+
 @dataclass
 class RecorderNodeConfig:
     record_on_instruction: bool = True
@@ -62,6 +65,7 @@ def make_node():
             self.recorder = EpisodeRecorder(self.spec, self.rec_cfg)
             self.instruction: str | None = None
             self.policy: dict = {}
+            self.pending_end: tuple[str | None, bool | None] | None = None
             self.refused = 0
             # one callback group (the default, mutually exclusive): the recorder core is not thread-safe
             for cam in self.spec.observation.cameras:
@@ -69,7 +73,7 @@ def make_node():
                                          lambda msg, name=cam.name: self.on_image(name, msg), 20)
             self.create_subscription(JointState, topics.JOINT_STATES, self.on_state, 50)
             self.create_subscription(JointState, topics.EXECUTED_ACTION, self.on_action, 50)
-            self.create_subscription(String, topics.DECISION, self.on_decision, 50)
+            self.create_subscription(String, topics.DECISION, self.on_decision, latched_qos(20))
             self.create_subscription(String, topics.POLICY_INFO, self.on_policy_info, latched)
             self.create_subscription(String, topics.INSTRUCTION, self.on_instruction, latched)
             self.create_subscription(Bool, topics.EPISODE_END, self.on_episode_end, 10)  # volatile: no stale ends
@@ -102,10 +106,12 @@ def make_node():
             return response
 
         def on_stop(self, request, response):
+            self.pending_end = None
             response.message, response.success = self.stop(None), True
             return response
 
         def on_label(self, request, response):
+            self.pending_end = None
             response.message, response.success = self.stop(bool(request.data)), True
             return response
 
@@ -125,12 +131,29 @@ def make_node():
             self.instruction = text
             if self.cfg.record_on_instruction:
                 if self.recorder.recording:
-                    self.stop(None)
+                    self.stop(self.pending_label())  # the label of an episode end still in its grace period
                 self.start()
 
         def on_episode_end(self, msg) -> None:
-            if self.cfg.stop_on_episode_end and self.recorder.recording:
-                self.stop(bool(msg.data) if self.cfg.label_from_sim else None)
+            """Stop ``END_GRACE_S`` later: the episode's last state and action travel on other topics and may still
+            be in flight (DDS orders messages per topic, not across topics)."""
+            if not (self.cfg.stop_on_episode_end and self.recorder.recording):
+                return
+            self.pending_end = (self.recorder.episode_id, bool(msg.data) if self.cfg.label_from_sim else None)
+
+            def finish() -> None:
+                self.destroy_timer(timer)
+                if self.pending_end is not None and self.pending_end[0] == self.recorder.episode_id:
+                    self.stop(self.pending_label())
+
+            timer = self.create_timer(END_GRACE_S, finish)
+
+        def pending_label(self) -> bool | None:
+            label = None
+            if self.pending_end is not None and self.pending_end[0] == self.recorder.episode_id:
+                label = self.pending_end[1]
+            self.pending_end = None
+            return label
 
         # -------------------------------------------------------------------------------------------- data
         def on_image(self, camera: str, msg) -> None:

@@ -11,7 +11,7 @@ ACTION = "/srpo/action"  # sensor_msgs/JointState: the policy's command (action 
 EXECUTED_ACTION = "/srpo/executed_action"  # sensor_msgs/JointState: what the arm ran after the state with that stamp
 EPISODE_END = "/srpo/episode_end"  # std_msgs/Bool: the simulated episode ended; data = the success predicate
 ACTION_CHUNK = "/srpo/policy/action_chunk"  # trajectory_msgs/JointTrajectory: the chunk, stamped with its observation
-DECISION = "/srpo/policy/decision"  # std_msgs/String (JSON): chunk, log-prob, distribution: what offline RL needs
+DECISION = "/srpo/policy/decision"  # std_msgs/String (JSON), transient local (20): chunk, log-prob, distribution
 POLICY_INFO = "/srpo/policy/info"  # std_msgs/String (JSON), transient local: version, backend, device, temperature
 POLICY_STATUS = "/srpo/policy/status"  # std_msgs/String: "acting" or "waiting: <why>"
 ARM_STATUS = "/srpo/arm/status"  # std_msgs/String: "moving", "holding: <why>", "dry-run"
