@@ -14,6 +14,7 @@ device, inference latency, data age and the refusal counters once a second.
 
 from __future__ import annotations
 
+import collections
 import json
 import queue
 import threading
@@ -24,7 +25,9 @@ import numpy as np
 from srpo.robot.inputs import InputGate, InputGateConfig
 from srpo.runtime.chunker import ActionChunker, ChunkerConfig
 from srpo.runtime.loading import BACKENDS, load_inference_policy
+from srpo.runtime.registry import resolve_policy_path
 from srpo.runtime.sampling import decide
+from srpo.runtime.validation import CandidateRejected, ValidationConfig, validate_candidate
 from srpo.spec import ACTION_NAMES
 from srpo_ros import topics
 from srpo_ros.common import decision_message, declare_config, diagnostics_message, latched_qos, named_values, now_seconds, seconds_to_stamp, spin, stamp_to_seconds
@@ -46,6 +49,8 @@ class PolicyNodeConfig:
     seed: int = 0
     margin_ticks: int = 1
     blend: str = "none"
+    registry: str = ""
+    """A policy registry folder: ``policy`` and pushed names may then be version names in it."""
     tick_on: str = "state"
     """``state``: act the moment a robot state arrives (the arm's control loop sets the pace, and the action is back
     before the arm's next tick); ``timer``: act on this node's own ``control_hz`` timer."""
@@ -66,6 +71,7 @@ def make_node():
     from rclpy.node import Node
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import String
+    from std_srvs.srv import Trigger
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     latched = latched_qos()
@@ -74,7 +80,13 @@ def make_node():
         def __init__(self) -> None:
             super().__init__("policy_node")
             self.cfg = declare_config(self, PolicyNodeConfig)
-            self.policy = load_inference_policy(self.cfg.policy, self.cfg.backend)
+            self.validation = declare_config(self, ValidationConfig)
+            self.policy = load_inference_policy(resolve_policy_path(self.cfg.policy, self.cfg.registry or None),
+                                                self.cfg.backend)
+            self.previous = None  # the policy before the last swap: rollback target (already validated)
+            self.candidate = None  # a validated policy waiting for a chunk boundary
+            self.validating = False
+            self.recent: collections.deque = collections.deque(maxlen=8)  # recorded observations for smoke tests
             self.spec = self.policy.spec
             self.gate = InputGate(self.spec, declare_config(self, InputGateConfig))
             self.rng = np.random.default_rng(self.cfg.seed)
@@ -97,17 +109,80 @@ def make_node():
             self.decision_pub = self.create_publisher(String, topics.DECISION, latched_qos(DECISION_HISTORY))
             self.status_pub = self.create_publisher(String, topics.POLICY_STATUS, latched)
             self.info_pub = self.create_publisher(String, topics.POLICY_INFO, latched)
-            self.info_pub.publish(String(data=json.dumps({
-                "version": self.policy.version, "backend": self.policy.backend, "device": self.policy.device,
-                "temperature": self.cfg.temperature, "chunk_size": self.policy.chunk_size,
-                "distribution": ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
-                                 if self.cfg.temperature > 0 else None)})))
+            self.push_result_pub = self.create_publisher(String, topics.POLICY_PUSH_RESULT, latched)
+            self.create_subscription(String, topics.POLICY_PUSH, self.on_push, 10)
+            self.create_service(Trigger, topics.POLICY_ROLLBACK, self.on_rollback)
+            self.publish_info()
             self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
             self.last_tick = float("-inf")
             self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.watch)
             self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
             self.get_logger().info(f"policy {self.policy.version} on {self.policy.backend} ({self.policy.device}), "
                                    f"temperature {self.cfg.temperature:g}, {self.cfg.control_hz:g} Hz")
+
+        def publish_info(self) -> None:
+            self.info_pub.publish(String(data=json.dumps({
+                "version": self.policy.version, "backend": self.policy.backend, "device": self.policy.device,
+                "temperature": self.cfg.temperature, "chunk_size": self.policy.chunk_size,
+                "previous": None if self.previous is None else self.previous.version,
+                "distribution": ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
+                                 if self.cfg.temperature > 0 else None)})))
+
+        # -------------------------------------------------------------------------------------------- push
+        def on_push(self, msg) -> None:
+            """A candidate version (a path, or a name in the registry): validated in a worker thread so the control
+            loop keeps running; swapped in at the next chunk boundary if it passes."""
+            name = msg.data.strip()
+            if self.validating:
+                self.push_result(name, False, "another push is being validated")
+                return
+            try:
+                path = resolve_policy_path(name, self.cfg.registry or None)
+            except KeyError as exc:
+                self.push_result(name, False, f"integrity: {exc}")
+                return
+            self.validating = True
+            observations = list(self.recent)
+            threading.Thread(target=self.validate, args=(name, path, observations), daemon=True).start()
+
+        def validate(self, name: str, path, observations) -> None:
+            try:
+                policy, report = validate_candidate(path, self.spec, observations, self.validation, self.cfg.backend)
+            except CandidateRejected as exc:
+                self.push_result(name, False, str(exc))
+            else:
+                self.candidate = (policy, report)  # picked up by the control thread at a chunk boundary
+            finally:
+                self.validating = False
+
+        def push_result(self, name: str, accepted: bool, reason: str, report=None) -> None:
+            body = {"pushed": name, "accepted": accepted, "reason": reason, "active": self.policy.version,
+                    "report": report.to_dict() if report is not None else None}
+            self.push_result_pub.publish(String(data=json.dumps(body)))
+            if accepted:  # (rclpy refuses one call site logging at two severities)
+                self.get_logger().info(f"push {name}: swapped in: {reason}")
+            else:
+                self.get_logger().error(f"push {name}: rejected: {reason}")
+
+        def swap_if_ready(self) -> None:
+            """At a chunk boundary (no inference in flight: the next chunk will be the new policy's), swap."""
+            if self.candidate is None or self.chunker.in_flight:
+                return
+            (policy, report), self.candidate = self.candidate, None
+            self.previous, self.policy = self.policy, policy
+            self.publish_info()
+            self.push_result(report.version, True, "; ".join(report.checks), report)
+
+        def on_rollback(self, request, response):
+            if self.previous is None:
+                response.success, response.message = False, "no previous version to roll back to"
+                return response
+            self.candidate = None
+            self.policy, self.previous = self.previous, self.policy
+            self.publish_info()
+            response.success, response.message = True, f"rolled back to {self.policy.version}"
+            self.get_logger().warning(response.message)
+            return response
 
         # -------------------------------------------------------------------------------------------- inputs
         def on_image(self, camera: str, msg) -> None:
@@ -138,8 +213,9 @@ def make_node():
         def infer(self, observation):
             """Runs in the chunker's worker thread: one decision from one gated observation."""
             obs, stamp = observation
-            d = decide(self.policy, obs, self.cfg.temperature, self.rng)
-            self.decisions.put((stamp, d))
+            policy = self.policy  # one policy for the whole decision, whatever a swap does meanwhile
+            d = decide(policy, obs, self.cfg.temperature, self.rng)
+            self.decisions.put((stamp, d, policy.version))
             return d.chunk
 
         def watch(self) -> None:
@@ -157,6 +233,8 @@ def make_node():
                 self.flush_decisions()
                 return
             self.last_data_age = now - gated.stamp
+            self.recent.append(gated.observation)
+            self.swap_if_ready()
             with self.lock:
                 result = self.chunker.tick((gated.observation, gated.stamp))
             self.flush_decisions()
@@ -168,7 +246,7 @@ def make_node():
 
         def flush_decisions(self) -> None:
             while not self.decisions.empty():
-                stamp, d = self.decisions.get()
+                stamp, d, version = self.decisions.get()
                 traj = JointTrajectory(joint_names=list(ACTION_NAMES))
                 traj.header.stamp = seconds_to_stamp(stamp)
                 for k, row in enumerate(d.chunk):
@@ -180,7 +258,7 @@ def make_node():
                 sampled = self.cfg.temperature > 0
                 self.decision_pub.publish(decision_message(stamp, d.chunk, d.log_prob, d.mean if sampled else None,
                                                            d.log_std if sampled else None, d.temperature,
-                                                           self.policy.version))
+                                                           version))
 
         def set_status(self, text: str) -> None:
             if text != self.status:

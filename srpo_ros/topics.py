@@ -13,11 +13,14 @@ EPISODE_END = "/srpo/episode_end"  # std_msgs/Bool: the simulated episode ended;
 ACTION_CHUNK = "/srpo/policy/action_chunk"  # trajectory_msgs/JointTrajectory: the chunk, stamped with its observation
 DECISION = "/srpo/policy/decision"  # std_msgs/String (JSON), transient local (20): chunk, log-prob, distribution
 POLICY_INFO = "/srpo/policy/info"  # std_msgs/String (JSON), transient local: version, backend, device, temperature
+POLICY_PUSH = "/srpo/policy/push"  # std_msgs/String: a candidate version (path or registry name) to validate
+POLICY_PUSH_RESULT = "/srpo/policy/push_result"  # std_msgs/String (JSON), transient local: accepted or why not
 POLICY_STATUS = "/srpo/policy/status"  # std_msgs/String: "acting" or "waiting: <why>"
 ARM_STATUS = "/srpo/arm/status"  # std_msgs/String: "moving", "holding: <why>", "dry-run"
 DIAGNOSTICS = "/diagnostics"  # diagnostic_msgs/DiagnosticArray
 
 ESTOP = "/srpo/estop"  # std_srvs/SetBool: true engages (latched), false releases
+POLICY_ROLLBACK = "/srpo/policy/rollback"  # std_srvs/Trigger: back to the previous (validated) version
 RESET = "/srpo/reset"  # std_srvs/Trigger: start a new episode (sim: reset the simulator)
 RECORDER_START = "/srpo/recorder/start"  # std_srvs/Trigger
 RECORDER_STOP = "/srpo/recorder/stop"  # std_srvs/Trigger: stop, success unknown

@@ -174,6 +174,11 @@ class ActionChunker:
     def stats(self) -> ChunkerStats:
         return ChunkerStats(**self._n, latency_s=self.latency_s, latency_ticks=self.config.to_ticks(self.latency_s))
 
+    @property
+    def in_flight(self) -> bool:
+        """Async mode: an inference has been submitted and not yet collected (or abandoned by ``reset``)."""
+        return self._pending is not None or self._abandoned is not None
+
     def remaining(self) -> int:
         """Actions left, from the current tick on."""
         return max(0, self._plan_start + len(self._plan) - self._tick)

@@ -3,7 +3,9 @@ its own ROS domain. The fuzz tests count every refused input they sent and check
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -326,3 +328,72 @@ def test_real_arm_is_dry_run_by_default_and_sends_twists_only_when_enabled(ros):
     assert t.twist.linear.z == 0.5 * 0.4 and t.twist.linear.x == 0.0 and t.header.frame_id == "base_link"
     assert grippers[-1][1].data[0] == 0.04  # +1 closes
     probe.node.destroy_timer(timer)
+
+
+def _second_version(checkpoint, episode_store, tmp_path):
+    """Another export of the same architecture with different weights: a new version."""
+    import torch
+
+    from srpo_export.to_onnx import export_onnx
+    from srpo_trainer.policies import load_policy
+
+    policy = load_policy(checkpoint)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.mul_(0.9)
+    policy.version = "test:v2"
+    return export_onnx(policy.save_pretrained(tmp_path / "ckpt_v2"), tmp_path / "export_v2", data=episode_store.root)
+
+
+def test_push_validates_swaps_at_a_chunk_boundary_and_rolls_back(ros, exported, checkpoint, episode_store, tmp_path):
+    """A corrupted push is rejected and the old policy keeps driving; a valid one is swapped in and its decisions
+    carry its version; rollback returns to the previous one."""
+    domain, nodes, probe = ros
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from srpo.runtime.registry import PolicyRegistry
+
+    registry = PolicyRegistry(tmp_path / "registry")
+    v1 = registry.publish(exported)
+    v2 = registry.publish(_second_version(checkpoint, episode_store, tmp_path))
+    bad = tmp_path / "corrupted"
+    shutil.copytree(v2.path, bad)
+    raw = bytearray((bad / "model.onnx").read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    (bad / "model.onnx").write_bytes(bytes(raw))
+
+    executed = probe.listen(JointState, topics.EXECUTED_ACTION, 50)
+    info = probe.listen(String, topics.POLICY_INFO, latched_qos())
+    results = probe.listen(String, topics.POLICY_PUSH_RESULT, latched_qos())
+    decisions = probe.listen(String, topics.DECISION, latched_qos(20))
+    push = probe.node.create_publisher(String, topics.POLICY_PUSH, 10)
+    nodes.node("arm_node", *_sim_params(max_steps=5000, task="open_drawer"))
+    nodes.node("policy_node", f"policy:={v1.version}", f"registry:={registry.root}", "backend:=onnxruntime",
+               "latency_budget_s:=1.0")
+    probe.wait_for(lambda: len(executed) >= 20, 90, "the arm to move under v1", nodes)
+    assert json.loads(info[-1][1].data)["version"] == v1.version
+
+    push.publish(String(data=str(bad)))
+    probe.wait_for(lambda: results, 60, "the corrupted push's result", nodes)
+    verdict = json.loads(results[-1][1].data)
+    assert not verdict["accepted"] and verdict["reason"].startswith("integrity") and verdict["active"] == v1.version
+    n = len(executed)
+    probe.wait_for(lambda: len(executed) >= n + 20, 30, "the old policy to keep driving", nodes)
+
+    push.publish(String(data=v2.version))
+    probe.wait_for(lambda: len(results) >= 2, 60, "the valid push's result", nodes)
+    verdict = json.loads(results[-1][1].data)
+    assert verdict["accepted"] and verdict["active"] == v2.version, verdict
+    assert json.loads(info[-1][1].data)["version"] == v2.version
+    probe.wait_for(lambda: any(json.loads(m.data)["version"] == v2.version for _, m in decisions), 30,
+                   "a decision by v2", nodes)
+    versions = [json.loads(m.data)["version"] for _, m in decisions]
+    first_v2 = versions.index(v2.version)
+    assert set(versions[:first_v2]) <= {v1.version} and set(versions[first_v2:]) == {v2.version}
+
+    answer = probe.call(Trigger, topics.POLICY_ROLLBACK, Trigger.Request())
+    assert answer.success and v1.version in answer.message
+    probe.wait_for(lambda: json.loads(info[-1][1].data)["version"] == v1.version, 10, "the rollback", nodes)
+    assert nodes.alive("policy_node") and nodes.alive("arm_node")

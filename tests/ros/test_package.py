@@ -41,6 +41,7 @@ def _node_parameters() -> dict[str, dict]:
     from srpo.robot.inputs import InputGateConfig
     from srpo.robot.recorder import RecorderConfig
     from srpo.robot.safety import SafetyConfig
+    from srpo.runtime.validation import ValidationConfig
     from srpo_ros.arm_node import ArmNodeConfig
     from srpo_ros.camera_node import CameraNodeConfig
     from srpo_ros.policy_node import PolicyNodeConfig
@@ -54,7 +55,7 @@ def _node_parameters() -> dict[str, dict]:
         return out
 
     return {"arm_node": defaults(ArmNodeConfig, SimArmConfig, SafetyConfig, TwistMapperConfig),
-            "policy_node": defaults(PolicyNodeConfig, InputGateConfig),
+            "policy_node": defaults(PolicyNodeConfig, InputGateConfig, ValidationConfig),
             "recorder_node": defaults(RecorderNodeConfig, RecorderConfig),
             "camera": defaults(CameraNodeConfig)}
 
