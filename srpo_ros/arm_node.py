@@ -1,11 +1,12 @@
 """The arm node: commands in, through the safety filter, to a simulated or a real arm; robot state out.
 
-Every control tick (``control_hz``) it takes the oldest queued command (one action per tick; the queue holds two, so
-a policy a little ahead of the arm's timer loses nothing and one far ahead cannot build latency), passes it through
-``srpo.robot.SafetyFilter`` and runs the result; with no command, a stale one (computed from an observation older
-than ``command_timeout_s``), an engaged e-stop or no fresh robot state, it holds still and says why on
-``/srpo/arm/status`` (the simulated arm holds by pausing the simulator and re-publishing its state). What actually ran is published on ``/srpo/executed_action``, stamped with the state it followed
-(the recorder pairs them by that stamp).
+Every control tick (``control_hz``) it takes the newest command received since the last tick (each command is used
+once: the policy answers each published state before the next tick, and a dead policy stops the arm at the next
+tick), passes it through ``srpo.robot.SafetyFilter`` and runs the result. With no new command, a stale one (computed
+from an observation older than ``command_timeout_s``), an engaged e-stop or no fresh robot state, it holds still and
+says why on ``/srpo/arm/status`` (the simulated arm holds by pausing the simulator and re-publishing its state). What
+actually ran is published on ``/srpo/executed_action``, stamped with the state it followed (the recorder pairs them
+by that stamp).
 
 ``robot: sim`` drives the tabletop simulator (``SimArmDriver``): it publishes the joint states, the end-effector pose,
 both camera images, the instruction of the current task and, when the episode ends, ``/srpo/episode_end`` with the
@@ -39,7 +40,7 @@ from srpo_ros.common import (
 )
 
 ROBOTS = ("sim", "real")
-QUEUE_DEPTH = 2
+QUEUE_DEPTH = 1  # the newest command wins, and is used once: a dead policy stops the arm at the next tick
 
 
 @dataclass
