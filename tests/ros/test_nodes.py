@@ -399,3 +399,53 @@ def test_push_validates_swaps_at_a_chunk_boundary_and_rolls_back(ros, exported, 
     assert answer.success and v1.version in answer.message
     probe.wait_for(lambda: json.loads(info[-1][1].data)["version"] == v1.version, 10, "the rollback", nodes)
     assert nodes.alive("policy_node") and nodes.alive("arm_node")
+
+
+def test_recorder_services_start_stop_and_label(ros, expert_ep, tmp_path):
+    """The recorder alone, fed a recorded expert episode over its topics by the probe: start on a service call,
+    stop with a label (success), start again and stop unlabelled."""
+    domain, nodes, probe = ros
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool, Trigger
+
+    from srpo_ros.common import image_message
+
+    out = tmp_path / "episodes"
+    text = probe.node.create_publisher(String, topics.INSTRUCTION, latched_qos())
+    states = probe.node.create_publisher(JointState, topics.JOINT_STATES, 50)
+    acts = probe.node.create_publisher(JointState, topics.EXECUTED_ACTION, 50)
+    cams = {c: probe.node.create_publisher(Image, topics.CAMERA_IMAGE.format(c), 50) for c in expert_ep.images}
+    nodes.node("recorder_node", "image_size:=32", f"out_dir:={out}", "record_on_instruction:=false")
+    text.publish(String(data=expert_ep.meta.instruction))
+    answer = probe.call(Trigger, topics.RECORDER_START, Trigger.Request())
+    deadline = time.time() + 20
+    while not answer.success and time.time() < deadline:  # the latched instruction is still on its way
+        assert "no instruction" in answer.message
+        time.sleep(0.2)
+        answer = probe.call(Trigger, topics.RECORDER_START, Trigger.Request())
+    assert answer.success
+    time.sleep(1.0)  # let the publishers match before streaming
+
+    def stream(steps: int) -> None:
+        t0 = time.time()
+        for t in range(steps + 1):
+            stamp = t0 + 0.05 * t
+            for cam, pub in cams.items():
+                pub.publish(image_message(expert_ep.images[cam][t], stamp, cam))
+            states.publish(named_values(PROPRIO_NAMES, expert_ep.proprio[t], stamp))
+            if t < steps:
+                acts.publish(named_values(ACTION_NAMES, expert_ep.actions[t], stamp))
+            time.sleep(0.01)
+        time.sleep(0.5)
+
+    stream(12)
+    answer = probe.call(SetBool, topics.RECORDER_LABEL, SetBool.Request(data=True))
+    assert answer.success and "success=True" in answer.message
+    assert probe.call(Trigger, topics.RECORDER_START, Trigger.Request()).success
+    stream(6)
+    assert probe.call(Trigger, topics.RECORDER_STOP, Trigger.Request()).success
+    episodes = sorted((read_episode(p) for p in EpisodeStore(out).files()), key=lambda e: e.length)
+    assert [(e.length, e.meta.success) for e in episodes] == [(6, None), (12, True)]
+    assert np.array_equal(episodes[1].actions, expert_ep.actions[:12])
+    assert episodes[1].meta.task == expert_ep.meta.task  # found from the tabletop instruction
