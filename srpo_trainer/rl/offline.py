@@ -94,10 +94,32 @@ def offline_groups(episodes: list[Episode], rounds: list[int] | None = None) -> 
     return np.asarray(ids, dtype=np.int64)
 
 
+def served_rows(chunk_steps: np.ndarray, chunks: np.ndarray, actions: np.ndarray, low: float = -1.0,
+                high: float = 1.0, atol: float = 1e-6) -> np.ndarray:
+    """(M, K) bool: which rows of each decision's chunk the arm actually executed.
+
+    Row k of the chunk decided from the observation of step s is the action for step s + k. The simulator's rollouts
+    run rows 0..n-1; a robot's asynchronous chunker drops the rows whose steps passed during inference (row 0, often
+    more) and hands over to the next chunk whenever it arrives. So each executed action is attributed to the latest
+    decision whose row for that step equals it (after clipping to the action bounds); an action no row explains (a
+    hold, or one the safety filter changed) is attributed to none and scored by none."""
+    chunk_steps = np.asarray(chunk_steps)
+    M, K = chunks.shape[:2]
+    mask = np.zeros((M, K), dtype=bool)
+    clipped = np.clip(chunks, low, high)
+    for t, action in enumerate(np.asarray(actions)):
+        for j in np.flatnonzero((chunk_steps <= t) & (t - chunk_steps < K))[::-1]:  # latest decision first
+            if np.allclose(clipped[j, t - chunk_steps[j]], action, atol=atol, rtol=0):
+                mask[j, t - chunk_steps[j]] = True
+                break
+    return mask
+
+
 def behaviour_log_probs(x: np.ndarray, mean: np.ndarray, log_std: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """log pi_b(a_j|s_j) = sum over the masked (executed) elements of log N(x | mean, exp(log_std)^2), per decision.
 
-    ``x``, ``mean``, ``log_std``: (M, K, A) in normalised action units; ``mask``: (M, K) executed steps."""
+    ``x``, ``mean``, ``log_std``: (M, K, A) in normalised action units; ``mask``: (M, K) executed rows
+    (``served_rows``)."""
     z = (x - mean) * np.exp(-log_std)
     elements = -0.5 * z * z - log_std - 0.5 * _LOG_2PI
     return (elements.sum(axis=-1) * mask).sum(axis=-1)
@@ -113,4 +135,4 @@ def truncated_importance_weights(logp_proximal: np.ndarray, logp_behaviour: np.n
 
 
 __all__ = ["OfflineSelection", "accepted_lineage", "behaviour_log_probs", "offline_groups", "select_offline",
-           "truncated_importance_weights"]
+           "served_rows", "truncated_importance_weights"]

@@ -13,6 +13,7 @@ from srpo_trainer.rl.offline import (
     accepted_lineage,
     behaviour_log_probs,
     offline_groups,
+    served_rows,
     select_offline,
     truncated_importance_weights,
 )
@@ -90,3 +91,21 @@ def test_truncated_importance_weights_by_hand():
     assert truncated_importance_weights(np.array([800.0]), np.array([0.0]), cap=5.0)[0] == 5.0  # no overflow
     with pytest.raises(ValueError, match="cap"):
         truncated_importance_weights(np.zeros(1), np.zeros(1), cap=0.0)
+
+
+def test_served_rows_follow_the_asynchronous_chunker():
+    """Decisions at steps 0, 3 and 6 (K=4); each chunk arrives one step late, so row 0 never runs; the last step is a
+    hold that no row explains; values beyond the bounds are executed clipped."""
+    K, A = 4, 2
+    chunks = np.stack([np.full((K, A), 10.0 * j) + np.arange(K)[:, None] for j in range(3)]) / 100.0
+    chunks[0, 1] = [5.0, -5.0]  # executed as (1, -1)
+    steps = np.array([0, 3, 6])
+    actions = np.array([[0.0, 0.0],  # t=0: a hold equal to chunk 0 row 0 (all zeros): indistinguishable, attributed
+                        [1.0, -1.0], chunks[0, 2], chunks[0, 3],   # t=1..3: chunk 0 rows 1..3 (clipped at t=1)
+                        chunks[1, 1], chunks[1, 2],                # t=4,5: chunk 1 rows 1,2
+                        chunks[1, 3], chunks[2, 1], [0.5, 0.5]])   # t=6: still chunk 1; t=7: chunk 2; t=8: a hold
+    mask = served_rows(steps, chunks, actions)
+    assert mask.astype(int).tolist() == [[1, 1, 1, 1], [0, 1, 1, 1], [0, 1, 0, 0]]
+    # the sync rollouts' layout: rows 0..n-1 of each chunk
+    sync = served_rows(np.array([0, 2]), chunks[:2], np.concatenate([np.clip(chunks[0, :2], -1, 1), chunks[1, :2]]))
+    assert sync.astype(int).tolist() == [[1, 1, 0, 0], [1, 1, 0, 0]]
