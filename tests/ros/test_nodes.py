@@ -277,8 +277,8 @@ def test_camera_node_streams_a_video_file_and_survives_a_missing_source(ros, tmp
     domain, nodes, probe = ros
     video = tmp_path / "scene.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (80, 60))
-    for k in range(10):  # a red-to-blue scene; BGR on disk, rgb8 on the topic
-        writer.write(np.full((60, 80, 3), (25 * k, 0, 255 - 25 * k), np.uint8))
+    for k in range(10):  # a red scene brightening in green; BGR on disk (blue 0, green 10k, red 255), rgb8 on the topic
+        writer.write(np.full((60, 80, 3), (0, 10 * k, 255), np.uint8))
     writer.release()
     images = probe.listen(Image, topics.CAMERA_IMAGE.format("agentview"))
     infos = probe.listen(CameraInfo, topics.CAMERA_INFO.format("agentview"))
@@ -288,8 +288,9 @@ def test_camera_node_streams_a_video_file_and_survives_a_missing_source(ros, tmp
     probe.wait_for(lambda: len(images) >= 30, 60, "30 frames (the 10-frame video loops)", nodes)
     msg = images[-1][1]
     assert (msg.height, msg.width, msg.encoding) == (32, 32, "rgb8") and infos
-    first = np.frombuffer(bytes(images[0][1].data), np.uint8).reshape(32, 32, 3)
-    assert first[..., 0].mean() > 200 and first[..., 2].mean() < 60  # red, not blue: BGR was converted
+    for _, m in list(images)[:30]:  # whichever frame of the looping video: red, not blue, so BGR was converted
+        frame = np.frombuffer(bytes(m.data), np.uint8).reshape(32, 32, 3)
+        assert frame[..., 0].mean() > 200 and frame[..., 2].mean() < 60
     probe.wait_for(lambda: any(s.name == "srpo/camera/wrist" for _, a in diags for s in a.status), 30,
                    "the missing camera's diagnostics", nodes)
     wrist = [s for _, a in diags for s in a.status if s.name == "srpo/camera/wrist"][-1]
