@@ -22,9 +22,11 @@ and the open one recoverable: ``recover_journal(path)`` turns a journal into an 
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,10 +65,15 @@ class RecorderConfig:
     source: str = "robot"
     frame_tolerance_s: float = 0.02
     """A frame or decision is filed under the state with the nearest stamp within this (half a 20 Hz period)."""
+    preroll_s: float = 2.0
+    """Messages heard up to this long before ``start`` (and after the previous episode) open the new episode: the
+    recorder may hear the instruction later than the arm and the policy start acting on it (0 disables)."""
 
     def __post_init__(self) -> None:
         if not self.frame_tolerance_s > 0:
             raise ValueError(f"frame_tolerance_s must be > 0, got {self.frame_tolerance_s}")
+        if not self.preroll_s >= 0:
+            raise ValueError(f"preroll_s must be >= 0, got {self.preroll_s}")
 
 
 @dataclass
@@ -89,6 +96,9 @@ class EpisodeRecorder:
         self._take: _Take | None = None
         self._journal: EpisodeWriter | None = None
         self.written: list[Path] = []
+        # (received monotonic time, stamp, method name, args) heard while not recording; see RecorderConfig.preroll_s
+        self._preroll: collections.deque = collections.deque(maxlen=10_000)
+        self._last_stamp = float("-inf")  # the newest state of the last episode: older messages belong to it
 
     @property
     def recording(self) -> bool:
@@ -117,6 +127,11 @@ class EpisodeRecorder:
         path = self.path_for(info)
         self._journal = EpisodeWriter(path.with_name(path.stem + JOURNAL_SUFFIX), self._spec_dict, journal=True)
         self._journal.add_metadata(_START, {"json": json.dumps(info, sort_keys=True)})
+        horizon = time.monotonic() - self.cfg.preroll_s
+        preroll, self._preroll = list(self._preroll), collections.deque(maxlen=self._preroll.maxlen)
+        for received, stamp, method, args in preroll:
+            if received >= horizon and stamp > self._last_stamp:
+                getattr(self, method)(*args)
         return info["episode_id"]
 
     def stop(self, success: bool | None) -> Path | None:
@@ -126,6 +141,9 @@ class EpisodeRecorder:
             return None
         take, journal = self._take, self._journal
         self._take = self._journal = None
+        self._preroll.clear()
+        if take.states:
+            self._last_stamp = max(self._last_stamp, max(take.states))
         if not take.actions:  # the arm never moved: there is no episode to keep
             journal.abort()
             return None
@@ -149,22 +167,30 @@ class EpisodeRecorder:
                 self._take.info["policy_distribution"] = distribution
 
     # ------------------------------------------------------------------------------------------------ messages
+    def _buffer(self, stamp: float, method: str, *args: Any) -> bool:
+        """Not recording: keep the message for the next episode's preroll. Returns True if buffered."""
+        if self._take is not None:
+            return False
+        if self.cfg.preroll_s > 0:
+            self._preroll.append((time.monotonic(), float(stamp), method, args))
+        return True
+
     def add_state(self, stamp: float, proprio: np.ndarray, progress: float | None = None) -> None:
-        if self._take is None:
+        if self._buffer(stamp, "add_state", stamp, proprio, progress):
             return
         proprio = np.asarray(proprio, np.float32)
         self._journal.write_state(stamp, proprio, progress)
         self._take.states[float(stamp)] = (proprio, progress)
 
     def add_frame(self, camera: str, stamp: float, image: np.ndarray) -> None:
-        if self._take is None:
+        if self._buffer(stamp, "add_frame", camera, stamp, np.array(image, copy=True)):
             return
         self._journal.write_frame(stamp, camera, image)
         self._take.frames[camera][float(stamp)] = np.array(image, copy=True)
 
     def add_action(self, stamp: float, action: np.ndarray) -> None:
         """The action the arm executed after the state stamped ``stamp``."""
-        if self._take is None:
+        if self._buffer(stamp, "add_action", stamp, action):
             return
         action = np.asarray(action, np.float32)
         self._journal.write_action(stamp, action)
@@ -173,7 +199,7 @@ class EpisodeRecorder:
     def add_decision(self, stamp: float, chunk: np.ndarray, log_prob: float, mean: np.ndarray | None = None,
                      log_std: np.ndarray | None = None) -> None:
         """A policy decision computed from the observation whose state is stamped ``stamp``."""
-        if self._take is None:
+        if self._buffer(stamp, "add_decision", stamp, chunk, log_prob, mean, log_std):
             return
         self._journal.write_decision(stamp, -1, chunk, log_prob, mean, log_std)  # the step is known at assembly
         self._take.decisions[float(stamp)] = (np.asarray(chunk, np.float32), float(log_prob), mean, log_std)

@@ -148,3 +148,28 @@ def test_sigkill_mid_episode_keeps_closed_episodes_and_the_open_one_is_recoverab
     assert recovered.meta.extra["recovered_from"] == journals[0].name
     assert 5 < recovered.length < full.length
     assert np.array_equal(recovered.actions, full.actions[: recovered.length])
+
+
+def test_messages_heard_just_before_start_open_the_episode_but_not_the_previous_ones(expert_ep, tmp_path):
+    """The recorder can hear an instruction after the arm and the policy have started on it: the preroll keeps what
+    it heard since the previous episode (and within ``preroll_s``) for the next one."""
+    rec = EpisodeRecorder(_spec(expert_ep), RecorderConfig(out_dir=str(tmp_path), preroll_s=5.0))
+    messages = _messages(expert_ep)
+    half = next(i for i, m in enumerate(messages) if m[0] == "state" and m[1][0] >= 100.0 + expert_ep.timestamps[20])
+    rec.start("t", "first")
+    _feed(rec, messages[:half])
+    first = read_episode(rec.stop(success=None))
+    _feed(rec, messages[half - 30 : half + 10])  # stragglers of the first episode, then the second begins unheard
+    rec.start("t", "second")
+    _feed(rec, messages[half + 10 :])
+    second = read_episode(rec.stop(success=True))
+    # the first ends at state 19 (it never heard state 20); the second opens at state 20, heard before its start(),
+    # and none of the first episode's stragglers leaked into it
+    assert first.timestamps[-1] == pytest.approx(100.0 + expert_ep.timestamps[19])
+    assert second.timestamps[0] == pytest.approx(100.0 + expert_ep.timestamps[20])
+    assert first.length + 1 + second.length == expert_ep.length
+    off = EpisodeRecorder(_spec(expert_ep), RecorderConfig(out_dir=str(tmp_path / "off"), preroll_s=0.0))
+    _feed(off, messages[:half])
+    off.start("t", "no preroll")
+    _feed(off, messages[half:])
+    assert read_episode(off.stop(success=True)).length == expert_ep.length - 20
