@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROBOTS = ("sim", "real")
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+from srpo.runtime.loading import BACKENDS  # defined once, where the backends are chosen
+from srpo_ros.arm_node import ROBOTS  # the arm node owns what a robot may be
+
 LAUNCH_ARGS = ("robot", "policy", "backend", "config")
 CAMERAS = (("camera_agentview", "agentview"), ("camera_wrist", "wrist"))
 STOP_GRACE_S = 5.0
