@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -276,6 +277,44 @@ def cmd_episodes_recover(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_registry_publish(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from srpo.runtime.policy import ModelIntegrityError
+    from srpo.runtime.registry import PolicyRegistry
+
+    try:
+        metrics = _json.loads(args.metrics) if args.metrics else {}
+        entry = PolicyRegistry(args.registry).publish(args.export, args.checkpoint, args.parent, metrics)
+    except (ModelIntegrityError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"not published: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {entry.version} -> {entry.path} ({len(entry.files)} files, parent {entry.parent})")
+    return 0
+
+
+def cmd_registry_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from srpo.runtime.policy import ModelIntegrityError
+    from srpo.runtime.registry import PolicyRegistry
+
+    table = Table(title=f"policy registry {args.registry}")
+    for col in ("version", "parent", "created", "verified", "metrics"):
+        table.add_column(col)
+    bad = 0
+    for e in PolicyRegistry(args.registry).entries():
+        try:
+            e.verify()
+            ok = "yes"
+        except ModelIntegrityError as exc:
+            ok, bad = f"NO: {exc}", bad + 1
+        table.add_row(e.version, str(e.parent), time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_unix)), ok,
+                      ", ".join(f"{k}={v}" for k, v in e.metrics.items()))
+    _console().print(table)
+    return 1 if bad else 0
+
+
 def _with_flags(args: argparse.Namespace, *names: str) -> list[str]:
     """``key=value`` overrides from the command's own flags (``--out X`` is ``out=X``), after the free overrides."""
     return list(args.overrides) + [f"{n}={getattr(args, n)}" for n in names if getattr(args, n)]
@@ -487,6 +526,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. reward.dbscan_eps=1.0")
     p.set_defaults(func=cmd_reward_fidelity)
+
+    reg = sub.add_parser("registry", help="the policy registry: versions the nodes can be pushed").add_subparsers(
+        dest="registry_command", required=True)
+    p = reg.add_parser("publish", help="copy an ONNX export (and its checkpoint) in as a new, immutable version")
+    p.add_argument("export", help="an export folder (srpo export onnx)")
+    p.add_argument("--registry", required=True)
+    p.add_argument("--checkpoint", help="the source checkpoint folder, kept beside the export")
+    p.add_argument("--parent", help="the version this one was trained from")
+    p.add_argument("--metrics", help='JSON, e.g. \'{"success": 0.42}\'')
+    p.set_defaults(func=cmd_registry_publish)
+    p = reg.add_parser("list", help="every version with its parent, metrics and a full checksum verification")
+    p.add_argument("registry")
+    p.set_defaults(func=cmd_registry_list)
 
     eps = sub.add_parser("episodes", help="inspect and label an episode store").add_subparsers(dest="episodes_command", required=True)
     p = eps.add_parser("list", help="count episodes by task, source, split and success")

@@ -109,3 +109,23 @@ def test_validation_rejects_corrupted_mismatched_nan_wild_and_slow_candidates(ex
     with pytest.raises(CandidateRejected, match="no recorded observation"):
         validate_candidate(exported, SPEC, [], loose, "onnxruntime")
     assert (exported / MANIFEST).exists() is False  # a bare export validates too (no manifest to check)
+
+
+def test_registry_command_line_publishes_lists_and_flags_damage(exported, checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    def srpo(*args):
+        return subprocess.run([sys.executable, "-m", "srpo_cli", *args], capture_output=True, text=True, timeout=300)
+
+    r = srpo("registry", "publish", str(exported), "--registry", str(tmp_path / "reg"), "--checkpoint",
+             str(checkpoint), "--parent", "sft:start@0", "--metrics", '{"success": 0.42}')
+    assert r.returncode == 0 and "published" in r.stdout, r.stderr
+    again = srpo("registry", "publish", str(exported), "--registry", str(tmp_path / "reg"))
+    assert again.returncode == 1 and "immutable" in again.stderr
+    listed = srpo("registry", "list", str(tmp_path / "reg"))
+    assert listed.returncode == 0 and "success=0.42" in listed.stdout and "yes" in listed.stdout
+    version_dir = next(p for p in (tmp_path / "reg").iterdir() if p.is_dir())
+    (version_dir / "checkpoint" / "config.json").write_text("{}")
+    damaged = srpo("registry", "list", str(tmp_path / "reg"))
+    assert damaged.returncode == 1 and "NO:" in damaged.stdout
