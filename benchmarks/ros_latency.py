@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -35,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, pyplot, write_json  # noqa: E402
+
+from srpo_ros.client import GraphClient  # noqa: E402 - rclpy itself is imported when the probe starts
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAIN = 91
@@ -80,36 +81,12 @@ def percentiles(ms: list[float]) -> dict:
             "max_ms": float(a.max()), "mean_ms": float(a.mean())}
 
 
-class Probe:
-    """This process's rclpy node, spinning in a thread."""
+class Probe(GraphClient):
+    """This process's rclpy node, spinning in a thread, on the benchmark's domain."""
 
     def __init__(self) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
         os.environ.update(env())
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN)
-        self.node = rclpy.create_node("bench_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutdown
-                break
-
-    def now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
+        super().__init__("bench_probe", DOMAIN)
 
 
 def transport(probe: Probe, size: int, hz: float, seconds: float) -> dict:

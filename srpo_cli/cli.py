@@ -340,13 +340,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.trainer import RunConfigError, train_rl
 
-    overrides = _with_flags(args, "init", "out")
+    overrides = _with_flags(args, "init", "out") + ([f"offline.episodes={args.episodes}"] if args.episodes else [])
     try:
         cfg = load_config(RLConfig, args.config, overrides)
-        run = train_rl(cfg)
+        if cfg.offline.episodes:
+            from srpo_trainer.rl.offline_trainer import train_offline
+
+            run = train_offline(cfg)
+        else:
+            run = train_rl(cfg)
     except (ConfigError, RunConfigError, CheckpointError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     print(f"run: {run} (final policy in {run / 'final'}, metrics in {run / 'metrics.jsonl'})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from srpo_cli.demo import PRESETS, run
+
+    settings = PRESETS["smoke" if args.smoke else "full" if args.full else "default"]
+    given = {k: getattr(args, k) for k in ("per_task", "sft_steps", "rl_steps", "eval_per_task", "loop_episodes")
+             if getattr(args, k) is not None}
+    return run(args.out, replace(settings, **given), args.workers)
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    from srpo.config import ConfigError
+    from srpo_cli.loop import loop_config, run_loop
+    from srpo_trainer.policies import CheckpointError
+
+    flags = {"robot": args.robot, "rounds": args.rounds, "init": args.init, "out": args.out,
+             "episodes_per_round": args.episodes_per_round}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    try:
+        cfg = loop_config(overrides, args.config)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        raise SystemExit("error: srpo loop drives the ROS 2 nodes: install the ROS 2 extra (pip install 'srpo[ros]')")
+    try:
+        run_loop(cfg)
+    except (ConfigError, CheckpointError, TimeoutError, RuntimeError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
     return 0
 
 
@@ -453,17 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sim_render)
 
-    p = sub.add_parser("demo", help="the end-to-end learning demo: demos, few-demo SFT, world model, SRPO, eval "
-                                    "(cached stages; re-runs resume)")
+    p = sub.add_parser("demo", help="the end-to-end demo: demos, few-demo SFT, world model, SRPO in sim, export, "
+                                    "ROS 2 bring-up, a recorded round, offline SRPO, push (cached stages; re-runs "
+                                    "resume)")
     p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--per-task", type=int, default=10, help="perturbed expert demos per task")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="every stage at toy size (CI)")
+    size.add_argument("--full", action="store_true", help="the learning benchmark's settings (hours)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--sft-steps", type=int, default=1200)
-    p.add_argument("--rl-steps", type=int, default=6)
-    p.add_argument("--eval-per-task", type=int, default=25, help="held-out states per task, before and after")
-    p.set_defaults(func=lambda a: __import__("srpo_cli.demo", fromlist=["run"]).run(a.out, a.per_task, a.workers,
-                                                                               a.sft_steps, a.rl_steps,
-                                                                               a.eval_per_task))
+    p.add_argument("--per-task", type=int, help="perturbed expert demos per task")
+    p.add_argument("--sft-steps", type=int)
+    p.add_argument("--rl-steps", type=int)
+    p.add_argument("--eval-per-task", type=int, help="held-out states per task, before and after")
+    p.add_argument("--loop-episodes", type=int, help="episodes recorded through ROS 2 in the closed-loop round")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sft", help="supervised fine-tuning of the VLA policy on an episode store")
     p.add_argument("--config", help="YAML file with SFTConfig fields")
@@ -475,8 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file with RLConfig fields (see configs/)")
     p.add_argument("--init", help="initial policy checkpoint (same as init=...)")
     p.add_argument("--out", help="run folder (same as out=...); re-running resumes")
+    p.add_argument("--episodes", help="train offline from these recorded episode stores, comma-separated (same as "
+                                      "offline.episodes=...): no simulator rollouts")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. reward.mode=binary rollout.group_size=8")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("loop", help="the closed loop through ROS 2: record a round, offline SRPO, export, push; repeat")
+    p.add_argument("--robot", choices=("sim", "real"))
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--init", help="the checkpoint the first round acts with")
+    p.add_argument("--out", help="loop folder (registry, episodes, rounds, loop.json, loop.png); re-running resumes")
+    p.add_argument("--episodes-per-round", type=int)
+    p.add_argument("--config", help="YAML with LoopConfig fields")
+    p.add_argument("overrides", nargs="*", help="key=value (LoopConfig) and train.key=value (the offline update), "
+                                                 "e.g. tasks=[press_button] train.update.lr=3e-5")
+    p.set_defaults(func=cmd_loop)
+
     p = sub.add_parser("eval", help="evaluate a policy checkpoint on the simulation suite")
     p.add_argument("--policy", required=True, help="checkpoint folder (config.json + model.safetensors) or an export "
                    "folder (model.onnx + policy.json, optionally a TensorRT engine)")

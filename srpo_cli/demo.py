@@ -1,24 +1,61 @@
-"""The end-to-end learning demo on the built-in ``tabletop`` suite: ``srpo demo`` / ``make demo``.
+"""The end-to-end demo on the built-in ``tabletop`` suite: ``srpo demo`` / ``make demo``.
 
 Stages (each caches its output under ``--out``, so a re-run resumes where it stopped):
-  1. perturbed scripted-expert demonstrations (DART) for every task, written as MCAP episodes, read back into one
+  1. perturbed scripted-expert demonstrations (DART) for the demo tasks, written as MCAP episodes, read back into one
      GIF per task and a contact sheet;
-  2. few-demo SFT of the built-in VLA on the demo tasks (a deliberately weak start);
-  3. SRPO: the trainer fits the built-in world model on the demos plus its first rollouts, then runs a few RL steps,
-     evaluating on held-out initial states before and after;
-  4. a before/after table and plot (``outputs/demo/before_after.png``, the run's ``learning.png``).
+  2. few-demo SFT of the built-in VLA (a deliberately weak start);
+  3. SRPO in simulation: the trainer fits the built-in world model on the demos plus its first rollouts, then runs a
+     few RL steps, evaluating on held-out initial states before and after;
+  4. the closed loop through ROS 2 (``srpo loop``, needs the ``[ros]`` extra): the SRPO policy is exported to ONNX
+     and published in a policy registry, the arm, policy and recorder nodes come up in simulation, a round of
+     episodes is recorded through the recorder, offline SRPO updates the policy from those files alone, and the
+     result is exported, published and pushed to the running policy node (validated before it is swapped in);
+  5. a before/after table and plots (``before_after.png``, the SRPO run's ``learning.png``, ``loop/loop.png``).
 
-About 10 minutes on 2 CPU cores (plus installing PyTorch on a fresh machine).
+Presets: the default fits about 15 minutes on 2 CPU cores; ``--smoke`` runs every stage at toy size (CI);
+``--full`` runs the learning benchmark's settings (all tasks, the converged SFT, 200 held-out episodes per point).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 DEMO_TASKS = ["reach_red_cube", "press_button", "open_drawer", "place_red_cube_in_tray"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The size of every stage."""
+
+    tasks: tuple[str, ...] = tuple(DEMO_TASKS)
+    per_task: int = 10
+    sft_steps: int = 1200
+    rl_steps: int = 6
+    prompts_per_step: int = 8
+    group_size: int = 8
+    world_model_steps: int = 600
+    eval_per_task: int = 25
+    loop_episodes: int = 16
+    loop_max_steps: int = 0
+    loop_eval_per_task: int = 0
+    rl_config: str = "srpo.yaml"
+    demos_for_every_task: bool = True
+    """Demonstrations (and the contact sheet) for every task of the suite, not only the trained ones."""
+
+
+PRESETS = {
+    "default": DemoSettings(),
+    "smoke": DemoSettings(tasks=("reach_red_cube", "press_button"), per_task=2, sft_steps=40, rl_steps=1,
+                          prompts_per_step=2, group_size=2, world_model_steps=20, eval_per_task=1, loop_episodes=2,
+                          loop_max_steps=20, demos_for_every_task=False),
+    "full": DemoSettings(tasks=(), per_task=10, sft_steps=4000, rl_steps=6, prompts_per_step=8, group_size=8,
+                         world_model_steps=1500, eval_per_task=50, loop_episodes=40, loop_eval_per_task=20,
+                         rl_config="srpo_rwr.yaml"),
+}
 
 
 def _contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray]], path: Path, columns: int = 5) -> None:
@@ -42,46 +79,88 @@ def _contact_sheet(rows: list[tuple[str, np.ndarray, np.ndarray]], path: Path, c
     plt.close(fig)
 
 
-def run(out: str, per_task: int = 10, workers: int = 2, sft_steps: int = 1200, rl_steps: int = 6,
-        eval_per_task: int = 25) -> int:
+def run(out: str, settings: DemoSettings | None = None, workers: int = 2) -> int:
     from rich.console import Console
 
+    st = settings or PRESETS["default"]
+    from srpo.sim.tabletop.tasks import TASKS
+
+    tasks = list(st.tasks or TASKS)
     console = Console()
     root = Path(out)
-    console.rule("[bold]1/4 scripted-expert demonstrations")
-    store, problems = _demos(root, per_task, workers, console)
+    console.rule("[bold]1/5 scripted-expert demonstrations")
+    store, problems = _demos(root, st.per_task, workers, console, list(TASKS) if st.demos_for_every_task else tasks)
     if problems:
         return 1
 
-    console.rule(f"[bold]2/4 few-demo SFT ({per_task} demos per task, {len(DEMO_TASKS)} tasks, {sft_steps} steps)")
+    console.rule(f"[bold]2/5 few-demo SFT ({st.per_task} demos per task, {len(tasks)} tasks, {st.sft_steps} steps)")
     from srpo_trainer.sft import SFTConfig, train_sft
 
-    sft = train_sft(SFTConfig(data=str(store.root), out=str(root / "sft"), tasks=DEMO_TASKS, demos_per_task=per_task,
-                              steps=sft_steps, batch_size=32, checkpoint_every=250))
+    sft = train_sft(SFTConfig(data=str(store.root), out=str(root / "sft"), tasks=tasks, demos_per_task=st.per_task,
+                              steps=st.sft_steps, batch_size=32, checkpoint_every=min(250, st.sft_steps)))
 
-    console.rule(f"[bold]3/4 SRPO: world model + {rl_steps} RL steps, held-out eval before and after")
+    console.rule(f"[bold]3/5 SRPO in simulation: world model + {st.rl_steps} RL steps, held-out eval before and after")
     from srpo.config import load_config
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.trainer import describe_change, train_rl
 
-    config = Path(__file__).resolve().parent.parent / "configs" / "srpo.yaml"
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    config = configs / st.rl_config
+    extra = ([f"update.regression.demos={store.root}", f"update.regression.demos_per_task={st.per_task}"]
+             if st.rl_config == "srpo_rwr.yaml" else [])
     cfg = load_config(RLConfig, config if config.is_file() else None, [
-        f"init={sft}", f"out={root / 'srpo'}", f"steps={rl_steps}", f"eval_every={rl_steps}",
-        f"eval_episodes_per_task={eval_per_task}", f"rollout.tasks={DEMO_TASKS}", "rollout.prompts_per_step=8",
-        "rollout.group_size=8", f"rollout.workers={max(workers, 4)}", f"reward.world_model.data={store.root}",
-        "reward.world_model.steps=600", "checkpoint_every=1"])
+        f"init={sft}", f"out={root / 'srpo'}", f"steps={st.rl_steps}", f"eval_every={st.rl_steps}",
+        f"eval_episodes_per_task={st.eval_per_task}", f"rollout.tasks={tasks}",
+        f"rollout.prompts_per_step={st.prompts_per_step}", f"rollout.group_size={st.group_size}",
+        f"rollout.workers={max(workers, 4)}", f"reward.world_model.data={store.root}",
+        f"reward.world_model.steps={st.world_model_steps}", "checkpoint_every=1", *extra])
     run = train_rl(cfg)
 
-    console.rule("[bold]4/4 before / after")
     import json
 
     summary = json.loads((run / "summary.json").read_text())
+    loop_state = _closed_loop(root, run / "final", store.root, tasks, st, workers, console)
+
+    console.rule("[bold]5/5 before / after")
     _before_after(summary, root / "before_after.png")
     console.print(describe_change(summary, "eval"))
     console.print(f"{summary['steps']} SRPO steps, {summary['trajectories']} trajectories, {summary['env_steps']} env "
                   f"steps; plots: {root / 'before_after.png'}, {run / 'learning.png'}; TensorBoard: tensorboard "
                   f"--logdir {run / 'tb'}")
+    if loop_state is not None:
+        r = loop_state["rounds"][-1]
+        console.print(f"closed loop: {r['episodes']} episodes recorded through ROS 2 with {r['acted']} "
+                      f"({r['successes']}/{r['labelled']} successful); offline update -> "
+                      f"{r.get('candidate') or 'no new version'}; push: "
+                      f"{'accepted' if r['push'].get('accepted') else 'not pushed: ' + str(r['push'].get('reason'))}"
+                      f"; {root / 'loop' / 'loop.png'}")
     return 0
+
+
+def _closed_loop(root: Path, policy: Path, demos: Path, tasks: list[str], st: DemoSettings, workers: int, console):
+    """Stage 4: one round of ``srpo loop`` through the ROS 2 nodes (skipped, saying why, without rclpy)."""
+    console.rule("[bold]4/5 closed loop through ROS 2: export, bring-up, a recorded round, offline SRPO, push")
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        console.print("[yellow]skipped: rclpy is not installed (pip install 'srpo[ros]')[/yellow]")
+        return None
+    import os
+
+    from srpo_cli.loop import loop_config, run_loop
+
+    os.environ.setdefault("ROS_DOMAIN_ID", "42")  # the demo's nodes stay off the default domain
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    extra = ([f"train.update.regression.demos={demos}", f"train.update.regression.demos_per_task={st.per_task}"]
+             if st.rl_config == "srpo_rwr.yaml" else [])
+    cfg = loop_config([f"init={policy}", f"out={root / 'loop'}", "rounds=1", f"episodes_per_round={st.loop_episodes}",
+                       f"tasks={tasks}", f"max_steps={st.loop_max_steps}", f"workers={workers}",
+                       f"eval_episodes_per_task={st.loop_eval_per_task}",
+                       f"train_config={configs / st.rl_config}", f"train.reward.world_model.data={demos}",
+                       f"train.reward.world_model.steps={st.world_model_steps}", "train.steps=1", *extra])
+    import json
+
+    return json.loads((run_loop(cfg) / "loop.json").read_text())
 
 
 def _before_after(summary: dict, path: Path) -> None:
@@ -128,7 +207,7 @@ def _before_after(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _demos(root: Path, per_task: int, workers: int, console):
+def _demos(root: Path, per_task: int, workers: int, console, tasks: list[str]):
     import imageio.v2 as imageio
     from rich.table import Table
 
@@ -140,7 +219,7 @@ def _demos(root: Path, per_task: int, workers: int, console):
 
     store = EpisodeStore(root / "demos")
     with Progress(console=console) as progress:
-        bar = progress.add_task("expert episodes (perturbed, DART 0.3)", total=per_task * len(TASKS))
+        bar = progress.add_task("expert episodes (perturbed, DART 0.3)", total=per_task * len(tasks))
 
         def done(_) -> None:
             progress.advance(bar)
@@ -148,7 +227,7 @@ def _demos(root: Path, per_task: int, workers: int, console):
             if task.completed > task.total:  # failed perturbed demos are topped up with new states
                 progress.update(bar, total=task.completed)
 
-        generate_successful_demos(store, list(TASKS), per_task, "train", 64, dart_noise=0.3, workers=workers,
+        generate_successful_demos(store, list(tasks), per_task, "train", 64, dart_noise=0.3, workers=workers,
                                   on_done=done)
     gif_dir = root / "gifs"
     gif_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +236,7 @@ def _demos(root: Path, per_task: int, workers: int, console):
     for r in records:
         by_task[r.meta.task].append(r)
     sheet = []
-    for task in TASKS:
+    for task in tasks:
         first = store.load(by_task[task][0])
         gif = gif_dir / f"{task}.gif"
         if not gif.exists():
@@ -168,8 +247,8 @@ def _demos(root: Path, per_task: int, workers: int, console):
     table = Table(title=f"perturbed expert demonstrations in {store.root} (GIFs in {gif_dir}/, {root / 'tasks.png'})")
     for col in ("task", "family", "episodes", "success", "mean length", "mean final progress"):
         table.add_column(col)
-    for task, t in TASKS.items():
-        rs = by_task[task]
+    for task in tasks:
+        t, rs = TASKS[task], by_task[task]
         table.add_row(task, t.family, str(len(rs)), f"{np.mean([r.meta.success for r in rs]):.0%}",
                       f"{np.mean([r.meta.length for r in rs]):.0f}",
                       f"{np.mean([r.meta.final_progress for r in rs]):.2f}")

@@ -18,6 +18,7 @@ would send.
 from __future__ import annotations
 
 import collections
+import json
 import threading
 from dataclasses import dataclass
 
@@ -52,9 +53,15 @@ class ArmNodeConfig:
     auto_reset: bool = False
     instruction_lead_s: float = 0.5
     """sim: seconds between announcing an episode's instruction and publishing its first state."""
+    start_episode: bool = True
+    """sim: start the first episode by itself after ``start_delay_s`` (false: wait for a reset or an episode
+    request, as ``srpo loop`` does)."""
     start_delay_s: float = 2.0
     """sim: seconds before the first episode starts, so every node has discovered the arm and hears it from its first
     step (DDS discovery between freshly started processes takes up to a second or two)."""
+    start_wait_s: float = 20.0
+    """sim: after ``start_delay_s``, wait up to this long more for a policy (a publisher of commands) and a recorder
+    (a subscriber of executed actions) to be connected before the first episode starts."""
     ee_pose_topic: str = "/ee_pose"
     gripper_state_topic: str = "/gripper_state"
 
@@ -63,6 +70,30 @@ class ArmNodeConfig:
             raise ValueError(f"robot must be one of {ROBOTS}, got {self.robot!r}")
         if not self.control_hz > 0:
             raise ValueError(f"control_hz must be > 0, got {self.control_hz}")
+
+
+def parse_episode_request(text: str) -> dict:
+    """``{"task": ..., "split": ..., "init_state_id": ...}`` (any subset) into checked reset options."""
+    from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
+
+    try:
+        request = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise ValueError("expected a JSON object with task, split and/or init_state_id")
+    unknown = set(request) - {"task", "split", "init_state_id"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)} (allowed: task, split, init_state_id)")
+    if "task" in request and request["task"] not in TASKS:
+        raise ValueError(f"unknown task {request['task']!r}")
+    split = request.get("split", "train")
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {split!r}")
+    state = request.get("init_state_id", 0)
+    if not isinstance(state, int) or isinstance(state, bool) or not 0 <= state < SPLIT_SIZES[split]:
+        raise ValueError(f"init_state_id must be an integer in 0..{SPLIT_SIZES[split] - 1}, got {state!r}")
+    return {**request, "split": split, "init_state_id": state}
 
 
 def make_node():
@@ -103,14 +134,18 @@ def make_node():
             self.status_pub = self.create_publisher(String, topics.ARM_STATUS, latched)
             self.instruction_pub = self.create_publisher(String, topics.INSTRUCTION, latched)
             self.end_pub = self.create_publisher(Bool, topics.EPISODE_END, latched)
+            self.info_pub = self.create_publisher(String, topics.EPISODE_INFO, latched)
+            self.episodes_started = 0
+            self.create_subscription(String, topics.EPISODE_REQUEST, self.on_episode_request, 10)
             self.image_pubs = {c: self.create_publisher(Image, topics.CAMERA_IMAGE.format(c), 5) for c in self.cams}
             self.info_pubs = {c: self.create_publisher(CameraInfo, topics.CAMERA_INFO.format(c), 5) for c in self.cams}
             self.create_subscription(JointState, topics.ACTION, self.on_action, 10)
             self.create_service(SetBool, topics.ESTOP, self.on_estop)
             self.create_service(Trigger, topics.RESET, self.on_reset)
             self.rejected = collections.Counter()
-            if self.driver is not None:
-                self.start_timer = self.create_timer(max(self.cfg.start_delay_s, 1e-3), self.first_episode)
+            self.started_at = now_seconds(self)
+            if self.driver is not None and self.cfg.start_episode:
+                self.start_timer = self.create_timer(0.1, self.first_episode)
             self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
             self.get_logger().info(f"arm_node: robot={self.cfg.robot} at {self.cfg.control_hz:g} Hz"
                                    + (f", dry_run={self.twist_cfg.dry_run}" if self.cfg.robot == "real" else ""))
@@ -152,19 +187,51 @@ def make_node():
             response.success, response.message = True, f"new episode: {self.driver.state().instruction}"
             return response
 
+        def on_episode_request(self, msg) -> None:
+            """sim: a new episode from the given task / split / initial state (JSON); a bad request changes nothing
+            and says why on the status topic."""
+            if self.driver is None:
+                self.set_status("refused episode request: a real arm is reset by its operator")
+                return
+            try:
+                options = parse_episode_request(msg.data)
+            except ValueError as exc:
+                self.rejected["episode request"] += 1
+                self.set_status(f"refused episode request: {exc}")
+                self.get_logger().warning(f"refused episode request {msg.data!r}: {exc}")
+                return
+            with self.lock:
+                self.reset_episode(options)
+
         # -------------------------------------------------------------------------------------------- sim
         def first_episode(self) -> None:
+            """After ``start_delay_s``: start once a policy publishes commands and a recorder listens to what runs
+            (discovery between freshly started processes can take seconds on a loaded machine, and a recorder that
+            matched late would miss the episode's first steps), or after ``start_wait_s`` more in any case."""
+            waited = now_seconds(self) - self.started_at - self.cfg.start_delay_s
+            if waited < 0:
+                return
+            connected = self.count_publishers(topics.ACTION) >= 1 and self.executed_pub.get_subscription_count() >= 1
+            if not connected and waited < self.cfg.start_wait_s:
+                self.set_status("waiting for a policy and a recorder before the first episode")
+                return  # the timer fires again
             self.destroy_timer(self.start_timer)
             with self.lock:
                 self.reset_episode()
 
-        def reset_episode(self) -> None:
-            """Reset the simulator and announce the instruction; the first state follows ``instruction_lead_s``
-            later, so the recorder has started the episode before the policy can act (they hear the instruction
-            at the same time, but the policy cannot move the arm without a state)."""
-            state = self.driver.reset()
+        def reset_episode(self, options: dict | None = None) -> None:
+            """Reset the simulator (to ``options``, else the configured task and state) and announce the episode
+            and its instruction; the first state follows ``instruction_lead_s`` later, so the recorder has started
+            the episode before the policy can act (they hear the instruction at the same time, but the policy
+            cannot move the arm without a state)."""
+            state = self.driver.reset(options)
             self.commands.clear()
             self.ended, self.state = False, None
+            self.episodes_started += 1
+            opts = self.driver.last_reset
+            self.info_pub.publish(String(data=json.dumps({
+                "task": opts["task"], "split": opts["split"], "init_state_id": opts["init_state_id"],
+                "instruction": state.instruction, "episode": self.episodes_started})))
             self.instruction_pub.publish(String(data=state.instruction))
 
             def first_state() -> None:

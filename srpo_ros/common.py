@@ -149,7 +149,8 @@ def parse_decision(text: str) -> dict[str, Any]:
     """Inverse of ``decision_message``; raises ValueError on a malformed body."""
     body = json.loads(text)
     out = {"stamp": float(body["stamp"]), "chunk": np.asarray(body["chunk"], np.float32),
-           "log_prob": float(body["log_prob"]), "version": str(body.get("version", "unknown"))}
+           "log_prob": float(body["log_prob"]), "version": str(body.get("version", "unknown")),
+           "temperature": float(body.get("temperature", 0.0))}
     for key in ("mean", "log_std"):
         out[key] = None if body.get(key) is None else np.asarray(body[key], np.float32)
     if out["chunk"].ndim != 2 or not np.all(np.isfinite(out["chunk"])):

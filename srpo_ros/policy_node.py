@@ -44,6 +44,9 @@ class PolicyNodeConfig:
     policy: str = ""
     backend: str = "auto"
     temperature: float = 0.0
+    exploration_std: float = 0.0
+    """Sampling (temperature > 0) with this fixed std in normalised action units instead of the policy's own (0): the
+    trainer's ``exploration.std_mode=fixed, exploration.std``, so robot episodes explore as simulator rollouts do."""
     execute_steps: int = 8
     control_hz: float = 20.0
     seed: int = 0
@@ -64,6 +67,8 @@ class PolicyNodeConfig:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not self.exploration_std >= 0:
+            raise ValueError(f"exploration_std must be >= 0 (0: the policy's own std), got {self.exploration_std}")
 
 
 def make_node():
@@ -125,7 +130,9 @@ def make_node():
                 "version": self.policy.version, "backend": self.policy.backend, "device": self.policy.device,
                 "temperature": self.cfg.temperature, "chunk_size": self.policy.chunk_size,
                 "previous": None if self.previous is None else self.previous.version,
-                "distribution": ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
+                "distribution": ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0,
+                                  "temperature": self.cfg.temperature,
+                                  "std": self.cfg.exploration_std or "policy"}
                                  if self.cfg.temperature > 0 else None)})))
 
         # -------------------------------------------------------------------------------------------- push
@@ -214,7 +221,7 @@ def make_node():
             """Runs in the chunker's worker thread: one decision from one gated observation."""
             obs, stamp = observation
             policy = self.policy  # one policy for the whole decision, whatever a swap does meanwhile
-            d = decide(policy, obs, self.cfg.temperature, self.rng)
+            d = decide(policy, obs, self.cfg.temperature, self.rng, self.cfg.exploration_std or None)
             self.decisions.put((stamp, d, policy.version))
             return d.chunk
 
@@ -223,6 +230,7 @@ def make_node():
             ticks, a watchdog that reports why nothing is acting once a tick is overdue."""
             if self.cfg.tick_on == "timer" or now_seconds(self) - self.last_tick > 1.5 / self.cfg.control_hz:
                 self.tick()
+            self.swap_if_ready()  # an idle arm (between episodes) has no chunk to finish: a validated push goes in now
 
         def tick(self) -> None:
             now = now_seconds(self)

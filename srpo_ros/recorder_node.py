@@ -76,6 +76,8 @@ def make_node():
             self.create_subscription(String, topics.DECISION, self.on_decision, latched_qos(20))
             self.create_subscription(String, topics.POLICY_INFO, self.on_policy_info, latched)
             self.create_subscription(String, topics.INSTRUCTION, self.on_instruction, latched)
+            self.create_subscription(String, topics.EPISODE_INFO, self.on_episode_info, latched)
+            self.episode_info: dict = {}
             self.create_subscription(Bool, topics.EPISODE_END, self.on_episode_end, 10)  # volatile: no stale ends
             self.create_service(Trigger, topics.RECORDER_START, self.on_start)
             self.create_service(Trigger, topics.RECORDER_STOP, self.on_stop)
@@ -86,9 +88,11 @@ def make_node():
         def start(self) -> str:
             if not self.instruction:
                 raise ValueError("no instruction yet: an episode needs one")
-            episode_id = self.recorder.start(task_for(self.instruction), self.instruction,
+            info = self.episode_info if self.episode_info.get("instruction") == self.instruction else {}
+            episode_id = self.recorder.start(info.get("task") or task_for(self.instruction), self.instruction,
                                              policy_version=self.policy.get("version", "unknown"),
-                                             policy_distribution=self.policy.get("distribution"))
+                                             policy_distribution=self.policy.get("distribution"),
+                                             split=info.get("split", "none"), init_state_id=info.get("init_state_id"))
             self.get_logger().info(f"recording episode {episode_id}: {self.instruction!r}")
             return episode_id
 
@@ -122,6 +126,20 @@ def make_node():
                 self.refused += 1
                 return
             self.recorder.note_policy(self.policy.get("version", "unknown"), self.policy.get("distribution"))
+
+        def on_episode_info(self, msg) -> None:
+            """The simulator's announcement of where an episode starts. It travels on its own topic, so it may
+            arrive after the instruction that opened the episode: then the open episode is annotated."""
+            try:
+                info = json.loads(msg.data)
+                if not isinstance(info, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                self.refused += 1
+                return
+            self.episode_info = info
+            if self.recorder.recording and info.get("instruction") == self.instruction:
+                self.recorder.note_episode(str(info.get("split", "none")), info.get("init_state_id"))
 
         def on_instruction(self, msg) -> None:
             text = msg.data.strip()
@@ -184,8 +202,10 @@ def make_node():
             except (ValueError, KeyError, TypeError):
                 self.refused += 1
                 return
-            distribution = ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0}
-                            if d["mean"] is not None else None)
+            # how the node explored (temperature, std) comes with its info; the decision says which version acted
+            described = (self.policy.get("distribution") or {}) if self.policy.get("version") == d["version"] else {}
+            distribution = ({**described, "family": "gaussian", "space": "normalised", "chunk_correlation": 0.0,
+                             "temperature": d["temperature"]} if d["mean"] is not None else None)
             self.recorder.note_policy(d["version"], distribution)
             self.recorder.add_decision(d["stamp"], d["chunk"], d["log_prob"], d["mean"], d["log_std"])
 

@@ -111,6 +111,8 @@ class SimArmDriver:
                                             max_steps=cfg.max_steps or None)
         self.spec: RobotSpec = self.env.spec_contract
         self._state: ArmState | None = None
+        self.last_reset: dict = {}
+        """The options of the latest reset (task, split, init_state_id): what the episode started from."""
 
     def reset(self, options: dict | None = None) -> ArmState:
         options = {"task": self.config.task, "split": self.config.split, "init_state_id": self.config.init_state_id,
@@ -120,6 +122,7 @@ class SimArmDriver:
                              "topics publish every frame)")
         options["image_every"] = 1
         obs, info = self.env.reset(options=options)
+        self.last_reset = options
         self._state = self._to_state(obs, info, done=False)
         return self._state
 

@@ -159,6 +159,12 @@ class EpisodeRecorder:
             self._journal.abort()
         self._take = self._journal = None
 
+    def note_episode(self, split: str, init_state_id: int | None, seed: int | None = None) -> None:
+        """Where the open episode started (a simulator announces its initial state on its own topic, which may
+        arrive after the instruction that opened the episode)."""
+        if self._take is not None:
+            self._take.info.update(split=split, init_state_id=init_state_id, seed=seed)
+
     def note_policy(self, version: str, distribution: dict[str, Any] | None = None) -> None:
         """The acting policy's version (and how its decisions' distributions read), as the decisions report it."""
         if self._take is not None:

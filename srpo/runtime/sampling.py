@@ -5,6 +5,8 @@ and log-std ``s`` (K, A)). A decision at temperature ``T`` acts with
 
     T = 0:  x = mu                                   (deterministic; scored under T = 1)
     T > 0:  x = mu + T exp(s) z,  z ~ N(0, I)        (exploration, for robot data that RL learns from)
+    fixed:  x = mu + T sigma_0 z                      (``fixed_std`` = sigma_0: the trainer's ``exploration.std_mode
+                                                       = fixed``, so the robot explores as the simulator rollouts do)
 
     log p(x) = sum_ka [ -0.5 ((x - mu) / sigma)^2 - log sigma - 0.5 log(2 pi) ]
     sigma = T exp(s) for T > 0, exp(s) for T = 0
@@ -44,15 +46,20 @@ def gaussian_log_prob(x: np.ndarray, mean: np.ndarray, log_std: np.ndarray) -> f
     return float(np.sum(-0.5 * z * z - log_std - 0.5 * _LOG_2PI))
 
 
-def decide(policy: Any, obs: Observation, temperature: float, rng: np.random.Generator) -> Decision:
+def decide(policy: Any, obs: Observation, temperature: float, rng: np.random.Generator,
+           fixed_std: float | None = None) -> Decision:
     """Choose a chunk for the single observation ``obs`` (batch 1) with ``policy`` (any ``InferencePolicy`` that
-    has a ``processor`` with the normalisation statistics)."""
+    has a ``processor`` with the normalisation statistics); ``fixed_std`` replaces the policy's own std."""
     if obs.batch_size != 1:
         raise ValueError(f"decide() takes one observation, got a batch of {obs.batch_size}")
     if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if fixed_std is not None and not fixed_std > 0:
+        raise ValueError(f"fixed_std must be > 0 (or None: the policy's own std), got {fixed_std}")
     mean, log_std = policy.predict_distribution(obs)
     mean = np.asarray(mean, np.float32)[0]
+    if fixed_std is not None:
+        log_std = np.full(mean.shape, math.log(fixed_std), np.float32)
     log_std = np.broadcast_to(np.asarray(log_std, np.float32), mean.shape)
     if temperature > 0:
         log_std = (log_std + math.log(temperature)).astype(np.float32)

@@ -249,6 +249,31 @@ class UpdateConfig:
 
 
 @dataclass
+class OfflineConfig:
+    """``srpo train --episodes DIR``: SRPO from recorded episodes instead of fresh rollouts (``rl/offline.py``)."""
+
+    episodes: str | None = None
+    """Episode store(s) the recorder wrote, comma-separated. Each is one collection round (a folder whose
+    sub-folders are named ``round_*`` counts as one round per sub-folder); empty: online RL in the simulator."""
+    is_cap: float = 2.0
+    """c in w = min(pi_prox / pi_b, c): the truncation of the importance weights against the behaviour policy."""
+    max_version_lag: int = 2
+    """Episodes from the current version or up to this many ancestors (by the registry's parent links) are used;
+    older ones are excluded with a reason."""
+    registry: str | None = None
+    """Policy registry whose manifests give the parent links (without it, only the current version is accepted,
+    plus ``accept_versions``)."""
+    accept_versions: list[str] = field(default_factory=list)
+    """Further policy versions whose episodes are accepted explicitly."""
+
+    def __post_init__(self) -> None:
+        if not self.is_cap > 0:
+            raise ValueError(f"offline.is_cap must be > 0, got {self.is_cap}")
+        if self.max_version_lag < 0:
+            raise ValueError(f"offline.max_version_lag must be >= 0, got {self.max_version_lag}")
+
+
+@dataclass
 class RLConfig:
     """``srpo train``: one SRPO / GRPO run."""
 
@@ -279,6 +304,7 @@ class RLConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
 
     def __post_init__(self) -> None:
         require_positive(self, "steps", "eval_every", "checkpoint_every", "threads")
@@ -289,7 +315,12 @@ class RLConfig:
                              "has one today (the simulator's privileged progress)")
         if self.exploration.chunk_correlation > 0 and self.update.ratio != "chunk":
             raise ValueError("exploration.chunk_correlation > 0 has no per-step density: needs update.ratio=chunk")
+        if self.offline.episodes and self.exploration.chunk_correlation > 0:
+            raise ValueError("offline training scores the rows a robot executed, which need not be a prefix of the "
+                             "chunk: needs exploration.chunk_correlation=0")
+        if self.offline.episodes and self.update.advantage == "progress_gae":
+            raise ValueError("update.advantage=progress_gae reads the simulator's privileged progress: not offline")
 
 
-__all__ = ["ADVANTAGES", "ExplorationConfig", "FILTERS", "FilterConfig", "LOSSES", "RLConfig", "RegressionConfig",
+__all__ = ["ADVANTAGES", "ExplorationConfig", "FILTERS", "FilterConfig", "LOSSES", "OfflineConfig", "RLConfig", "RegressionConfig",
            "RewardConfig", "RolloutConfig", "UpdateConfig", "WorldModelFitConfig"]

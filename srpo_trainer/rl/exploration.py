@@ -148,7 +148,11 @@ element_log_prob = gaussian_log_prob_elements
 
 
 def _step_mask(steps: torch.Tensor, K: int, dtype: torch.dtype) -> torch.Tensor:
-    return (torch.arange(K)[None, :] < steps[:, None]).to(dtype)[..., None]  # (B, K, 1)
+    """(B, K, 1) which rows of each chunk count: the first ``steps[b]`` rows, or, for a (B, K) mask, the rows it marks
+    (a robot's asynchronous chunker executes rows that need not start at row 0; ``offline.served_rows``)."""
+    if steps.ndim == 2:
+        return steps.to(dtype)[..., None]
+    return (torch.arange(K)[None, :] < steps[:, None]).to(dtype)[..., None]
 
 
 def _log_det(log_std: torch.Tensor, steps: torch.Tensor, rho: float) -> torch.Tensor:
@@ -172,10 +176,12 @@ def chunk_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, s
     z = (x - mean) * torch.exp(-log_std) * m  # standardised, zero on steps that did not run
     quad = z.pow(2).sum(dim=(1, 2))
     if rho > 0:
+        if steps.ndim != 1:
+            raise ValueError("correlated noise is scored over a prefix of the chunk: pass step counts, not a row mask")
         mf = steps.to(x.dtype)
         c = rho / (1 - rho + mf * rho)
         quad = (quad - c[:, None].mul(z.sum(dim=1).pow(2)).sum(dim=1)) / (1 - rho)
-    n = steps.to(x.dtype) * A
+    n = m.sum(dim=(1, 2)) * A
     return -0.5 * quad - 0.5 * _log_det(log_std, steps, rho) - 0.5 * n * math.log(2 * math.pi)
 
 

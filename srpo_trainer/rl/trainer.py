@@ -220,23 +220,46 @@ class _Decisions:
 
 
 def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: list[np.ndarray], cfg: RLConfig,
-             batch: int = 128) -> tuple[_Decisions, float]:
-    """The acting policy's distribution at every decision (RL here is on-policy: it is the current policy), and how
-    far the recomputed chunk log-probs drift from those recorded at rollout time (should be ~0)."""
+             batch: int = 128, is_cap: float | None = None) -> tuple[_Decisions, dict[str, float]]:
+    """The proximal policy's distribution at every decision (the current parameters, before the update), and
+    diagnostics of how it relates to the policy that acted.
+
+    Online (``is_cap`` None) the acting policy *is* the current one: each chunk is scored over the steps that ran and
+    the diagnostic is how far the recomputed chunk log-probs drift from those recorded at rollout time (~0).
+    Offline (``is_cap``: the truncation c of the importance weights) the episodes were recorded by an earlier
+    version: each chunk is scored over the rows the arm actually executed (``offline.served_rows``) and each
+    decision's loss weight is multiplied by w = min(pi_prox / pi_b, c) (``offline.truncated_importance_weights``),
+    pi_b recomputed from the distribution recorded with it. The weights are then normalised to sum to 1 over the
+    batch (self-normalised importance sampling), so the step size does not depend on how off-policy the batch is."""
+    from srpo_trainer.rl.offline import behaviour_log_probs, served_rows, truncated_importance_weights
+
     u, T = cfg.update, cfg.rollout.temperature
     items = [(e, j) for e, ep in enumerate(episodes) for j in range(len(ep.chunk_steps))]
-    steps = executed_steps(episodes, items, cfg.rollout.execute_steps)
-    means, log_stds, logps, masks, full = [], [], [], [], []
+    if is_cap is None:
+        steps = executed_steps(episodes, items, cfg.rollout.execute_steps)
+    else:
+        action = explore.spec.action
+        rows = [served_rows(ep.chunk_steps, ep.chunks, ep.actions, action.low, action.high) for ep in episodes]
+        steps = torch.from_numpy(np.stack([rows[e][j] for e, j in items])).to(torch.float32)
+    means, log_stds, logps, masks, full, behaviour = [], [], [], [], [], []
     with torch.no_grad():
         for start in range(0, len(items), batch):
-            obs, chunks = _decision_batch(episodes, items[start : start + batch])
+            part = items[start : start + batch]
+            obs, chunks = _decision_batch(episodes, part)
             mean, log_std = explore.distribution(obs, T)
             x = explore.normalise(chunks, mean)
             log_std = torch.broadcast_to(log_std, mean.shape)
             lp, m = decision_log_probs(x, mean, log_std, steps[start : start + batch], u.ratio,
                                        cfg.exploration.chunk_correlation)
-            full.append(chunk_log_prob(x, mean, log_std, torch.full((len(x),), x.shape[1]),
-                                       cfg.exploration.chunk_correlation))
+            if is_cap is None:
+                full.append(chunk_log_prob(x, mean, log_std, torch.full((len(x),), x.shape[1]),
+                                           cfg.exploration.chunk_correlation))
+            else:
+                rows_b = steps[start : start + batch]
+                full.append(chunk_log_prob(x, mean, log_std, rows_b))
+                behaviour.append(torch.from_numpy(behaviour_log_probs(
+                    x.numpy(), np.stack([episodes[e].chunk_means[j] for e, j in part]),
+                    np.stack([episodes[e].chunk_log_stds[j] for e, j in part]), rows_b.numpy())))
             means.append(mean)
             log_stds.append(log_std)
             logps.append(lp)
@@ -245,12 +268,27 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: li
     if u.loss_aggregation == "trajectory_mean":  # every trajectory weighs the same, however many units it has
         per_traj = np.zeros(len(episodes))
         np.add.at(per_traj, [e for e, _ in items], mask.sum(dim=1).numpy())
-        mask = mask / torch.tensor(per_traj[[e for e, _ in items]], dtype=torch.float32)[:, None]
-    recorded = torch.tensor([float(episodes[e].chunk_log_probs[j]) for e, j in items])
-    drift = float((torch.cat(full) - recorded).abs().mean())
+        mask = mask / torch.tensor(np.maximum(per_traj[[e for e, _ in items]], 1e-12), dtype=torch.float32)[:, None]
+    if is_cap is None:
+        recorded = torch.tensor([float(episodes[e].chunk_log_probs[j]) for e, j in items])
+        diag = {"update/old_logp_drift": float((torch.cat(full) - recorded).abs().mean())}
+    else:
+        log_w = (torch.cat(full) - torch.cat(behaviour).float()).numpy()
+        w = truncated_importance_weights(torch.cat(full).numpy(), torch.cat(behaviour).numpy(), is_cap)
+        served = steps.sum(dim=1).numpy() > 0
+        mask = mask * torch.from_numpy(w).to(torch.float32)[:, None]
+        ws = w[served] if served.any() else np.ones(1)
+        diag = {"offline/is_weight_mean": float(ws.mean()), "offline/is_weight_min": float(ws.min()),
+                "offline/is_truncated_fraction": float(np.mean(log_w[served] >= math.log(is_cap)))
+                if served.any() else 0.0,
+                "offline/is_ess_fraction": float(ws.sum() ** 2 / (len(ws) * (ws ** 2).sum())),
+                "offline/log_ratio_abs_mean": float(np.abs(log_w[served]).mean()) if served.any() else 0.0,
+                "offline/served_rows_mean": float(steps.sum(dim=1).mean()),
+                "offline/decisions_unserved": int((~served).sum())}
     adv = torch.tensor([advantages[e][j] for e, j in items], dtype=torch.float32)[:, None]
+    total = mask.sum().clamp_min(1e-12)
     return _Decisions(items, steps, adv, torch.cat(means), torch.cat(log_stds), torch.cat(logps),
-                      mask / mask.sum()), drift
+                      mask / total), diag
 
 
 def _minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, idx: np.ndarray,
@@ -320,13 +358,15 @@ def gradient_cosine(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
 
 def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, episodes: list[Episode],
                advantages: list[np.ndarray], cfg: RLConfig, rng: np.random.Generator, reference: Policy | None = None,
-               measure_snr: bool = False) -> dict[str, float]:
+               measure_snr: bool = False, is_cap: float | None = None) -> dict[str, float]:
     """PPO-clip over every decision of ``episodes`` (each trajectory's advantage on each of its ratio units), for up
     to ``update.epochs`` passes, stopped by the KL guard once a mini-batch's mean KL(old || new) per decision
-    exceeds ``update.target_kl``."""
+    exceeds ``update.target_kl``. With ``is_cap`` the episodes are off-policy (recorded by earlier versions): the
+    ratio is taken against the current (proximal) policy and each decision weighed by its truncated importance
+    weight against the recorded behaviour policy (``_prepare``; decoupled PPO)."""
     u = cfg.update
     explore.eval()  # no dropout: the ratio must be exactly 1 before the first step
-    d, drift = _prepare(explore, episodes, advantages, cfg)
+    d, diag = _prepare(explore, episodes, advantages, cfg, is_cap=is_cap)
     stats: dict[str, list[float]] = {k: [] for k in ("loss", "clip_fraction", "approx_kl", "kl_ref", "grad_norm",
                                                       "ratio_mean", "kl_chunk")}
     out: dict[str, float] = {}
@@ -362,7 +402,8 @@ def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, epi
         obs, _ = _decision_batch(episodes, d.items[:1])
         out["policy/entropy"] = float(explore.entropy(obs, cfg.rollout.temperature).mean())
         out["policy/explore_std"] = float(explore.distribution(obs, cfg.rollout.temperature)[1].exp().mean())
-    out.update({"update/decisions": len(d.items), "update/old_logp_drift": drift, "update/optimizer_steps": n_steps,
+    out.update(diag)
+    out.update({"update/decisions": len(d.items), "update/optimizer_steps": n_steps,
                 "update/epochs_done": epochs_done, "update/kl_stopped": float(stopped)})
     return out
 

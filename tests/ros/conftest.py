@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from srpo_ros.common import latched_qos  # noqa: F401 - the tests subscribe as t
 from tests.export.conftest import checkpoint, episode_store, exported  # noqa: F401 - fixtures reused here
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (the [ros] extra)")
+from srpo_ros.client import GraphClient  # noqa: E402 - after the skip: it needs rclpy
 
 REPO = Path(__file__).resolve().parents[2]
 _domains = itertools.count()
@@ -79,64 +79,17 @@ class Nodes:
                 proc.wait(timeout=10)
 
 
-class Probe:
-    """An rclpy node in the test process, spinning in a thread; it records what it subscribes to."""
+class Probe(GraphClient):
+    """The test's own rclpy node (``srpo_ros.client.GraphClient``), with waits that fail with the nodes' logs."""
 
     def __init__(self, domain: int) -> None:
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node("probe", context=self.context)
-        self.received: dict[str, list] = {}
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutdown races end the loop
-                break
-
-    def listen(self, msg_type, topic: str, qos=20) -> list:
-        box: list = []
-        self.received[topic] = box
-
-        def on(msg):
-            with self.lock:
-                box.append((time.monotonic(), msg))
-
-        self.node.create_subscription(msg_type, topic, on, qos)
-        return box
+        super().__init__("probe", domain)
 
     def wait_for(self, predicate, timeout: float, what: str, nodes: Nodes | None = None) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with self.lock:
-                if predicate():
-                    return
-            time.sleep(0.05)
+        if self.wait_until(predicate, timeout):
+            return
         logs = "" if nodes is None else "\n".join(f"--- {n}\n{nodes.log(n)[-3000:]}" for n in nodes.procs)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
-
-    def call(self, srv_type, name: str, request, timeout: float = 20.0):
-        client = self.node.create_client(srv_type, name)
-        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-        future = client.call_async(request)
-        deadline = time.time() + timeout
-        while not future.done() and time.time() < deadline:
-            time.sleep(0.02)
-        assert future.done(), f"service {name} did not answer"
-        return future.result()
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from srpo_trainer.rl.offline import (
     accepted_lineage,
@@ -109,3 +112,121 @@ def test_served_rows_follow_the_asynchronous_chunker():
     # the sync rollouts' layout: rows 0..n-1 of each chunk
     sync = served_rows(np.array([0, 2]), chunks[:2], np.concatenate([np.clip(chunks[0, :2], -1, 1), chunks[1, :2]]))
     assert sync.astype(int).tolist() == [[1, 1, 0, 0], [1, 1, 0, 0]]
+
+
+def test_a_row_mask_scores_exactly_the_rows_it_marks():
+    """The update scores a robot's decision over the rows its arm executed (not necessarily a prefix): the density
+    over a row mask equals the sum of the per-element densities of those rows, and the prefix mask agrees with the
+    step count."""
+    from srpo_trainer.rl.exploration import chunk_log_prob, decision_kl, element_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    x, mean = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 3, generator=g)
+    log_std = 0.3 * torch.randn(2, 4, 3, generator=g)
+    rows = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    by_hand = (element_log_prob(x, mean, log_std).sum(dim=2) * rows).sum(dim=1)
+    assert torch.allclose(chunk_log_prob(x, mean, log_std, rows), by_hand, atol=1e-5)
+    prefix = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    assert torch.allclose(chunk_log_prob(x, mean, log_std, prefix), chunk_log_prob(x, mean, log_std,
+                                                                                   torch.tensor([2, 3])))
+    assert torch.allclose(decision_kl(mean, log_std, x, log_std, prefix), decision_kl(mean, log_std, x, log_std,
+                                                                                       torch.tensor([2, 3])))
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A tiny SFT policy and 12 episodes it recorded with sampled actions (fixed std 0.2), plus its demos."""
+    from srpo.episodes.store import EpisodeStore
+    from srpo.sim.rollout import expert_episode
+    from srpo.sim.tabletop.env import TabletopEnv
+    from srpo_trainer.policies import load_policy
+    from srpo_trainer.policies.tiny_vla import TinyVLAConfig
+    from srpo_trainer.rl.exploration import ExplorationConfig, ExplorationPolicy
+    from srpo_trainer.rollouts import run_policy_episodes
+    from srpo_trainer.sft import SFTConfig, train_sft
+
+    from .conftest import SMALL
+
+    root = tmp_path_factory.mktemp("offline")
+    demos = EpisodeStore(root / "demos")
+    env = TabletopEnv(image_size=32)
+    for task in ("reach_red_cube", "press_button"):
+        for i in range(3):
+            demos.write(expert_episode(env, task, "train", i))
+    env.close()
+    sft = train_sft(SFTConfig(data=str(demos.root), out=str(root / "sft"), steps=300, batch_size=16,
+                              checkpoint_every=300, policy=TinyVLAConfig(**SMALL)), progress=False)
+    policy = load_policy(sft)
+    jobs = [(t, s) for t in ("reach_red_cube", "press_button") for s in range(2) for _ in range(3)]
+    _, _, episodes = run_policy_episodes(ExplorationPolicy(policy, ExplorationConfig(std=0.2)), jobs, "train", 2, 8,
+                                         1.0, 0, record=True, record_frames="every_step")
+    store = EpisodeStore(root / "episodes" / "round_000")
+    for e in episodes:
+        store.write(e)
+    assert 0 < sum(e.meta.success for e in episodes) < len(episodes), "the fixture needs mixed outcomes"
+    return root, sft, policy.version, episodes
+
+
+def _offline_overrides(root, sft, out, *extra):
+    return [f"init={sft}", f"out={out}", f"offline.episodes={root / 'episodes'}", "steps=1", "threads=1",
+            "eval_episodes_per_task=0", "exploration.std_mode=fixed", "exploration.std=0.2", "rollout.temperature=1.0",
+            "rollout.tasks=[reach_red_cube, press_button]", f"reward.world_model.data={root / 'demos'}",
+            "reward.world_model.steps=20", "reward.world_model.batch_size=8", "filter.kind=none", *extra]
+
+
+def test_offline_update_from_recorded_episodes(recorded, tmp_path):
+    """``srpo train --episodes``: the recorded episodes are used (with one unlabelled and one of an unknown version
+    excluded, each with its reason), the importance weights of on-policy data are 1, the policy changes, and the
+    result names its parent."""
+    from safetensors.torch import load_file
+
+    from srpo.episodes.store import EpisodeStore
+    from srpo.config import load_config
+    from srpo_trainer.rl.config import RLConfig
+    from srpo_trainer.rl.offline_trainer import train_offline
+
+    root, sft, version, episodes = recorded
+    extra = EpisodeStore(root / "episodes" / "round_001")
+    unlabelled, stranger = copy.deepcopy(episodes[0]), copy.deepcopy(episodes[1])
+    unlabelled.meta.success, unlabelled.meta.episode_id = None, "unlabelled-one"
+    stranger.meta.policy_version, stranger.meta.episode_id = "rl:elsewhere@000000000000", "stranger"
+    extra.write(unlabelled)
+    extra.write(stranger)
+    try:
+        run = train_offline(load_config(RLConfig, None, _offline_overrides(root, sft, tmp_path / "run")),
+                            progress=False)
+    finally:
+        for p in extra.files():
+            p.unlink()
+    selection = json.loads((run / "selection.json").read_text())
+    assert selection["used"] == len(episodes) and selection["accepted_versions"] == [version]
+    assert selection["excluded"] == {"unlabelled-one": "unlabelled (success unknown)",
+                                     "stranger": "policy version too old or not in the accepted lineage"}
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    # the data was recorded by the very policy being updated: pi_prox = pi_b on every executed row
+    assert row["offline/is_weight_mean"] == pytest.approx(1.0, abs=1e-3)
+    assert row["offline/is_truncated_fraction"] == 0.0 and row["offline/decisions_unserved"] == 0
+    assert row["update/optimizer_steps"] > 0
+    before, after = load_file(str(sft / "model.safetensors")), load_file(str(run / "final" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["parent_version"] == version and summary["version"].startswith("offline:run@")
+    assert summary["version"] == json.loads((run / "final" / "config.json").read_text())["version"]
+
+
+def test_offline_update_refuses_when_nothing_is_usable(recorded, tmp_path):
+    """Every episode from another version: the run stops before any update and names the reason."""
+    from srpo.config import load_config
+    from srpo_trainer.rl.config import RLConfig
+    from srpo_trainer.rl.offline_trainer import train_offline
+    from srpo_trainer.rl.trainer import RunConfigError
+
+    root, sft, _, episodes = recorded
+    cfg = load_config(RLConfig, None, _offline_overrides(root, sft, tmp_path / "run", "offline.max_version_lag=0"))
+    cfg.init = str(tmp_path / "other")
+    shutil.copytree(sft, cfg.init)
+    meta = json.loads((tmp_path / "other" / "config.json").read_text())
+    meta["version"] = "sft:other@111111111111"
+    (tmp_path / "other" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(RunConfigError, match=f"{len(episodes)} policy version too old"):
+        train_offline(cfg, progress=False)

@@ -1,0 +1,72 @@
+"""``srpo loop`` end to end through real ROS 2 nodes: the arm records episodes from requested train states, offline
+SRPO updates the policy, the result is exported, published and pushed, and the next round acts with it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.ros.conftest import ros_env
+
+
+def test_two_rounds_record_train_export_publish_and_push(ros, checkpoint, episode_store, tmp_path):
+    from srpo.episodes.store import EpisodeStore
+    from srpo.runtime.registry import PolicyRegistry
+    from srpo_cli.loop import LoopConfig, episode_schedule
+
+    domain, nodes, probe = ros
+    out = tmp_path / "loop"
+    own = ["tasks=[reach_red_cube]", "max_steps=25", "train_states=5"]
+    train = ["train.update.loss=rwr", f"train.update.regression.demos={episode_store.root}",
+             "train.update.regression.steps=5", "train.update.regression.batch_size=8",
+             f"train.reward.world_model.data={episode_store.root}", "train.reward.world_model.steps=10",
+             "train.reward.world_model.batch_size=8", "train.steps=1", "train.threads=1"]
+    r = subprocess.run([sys.executable, "-m", "srpo_cli", "loop", "--robot", "sim", "--rounds", "2", "--init",
+                        str(checkpoint), "--out", str(out), "--episodes-per-round", "3", *own, *train],
+                       env=ros_env(domain), capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    log = (out / "logs" / "bringup.log").read_text() if (out / "logs" / "bringup.log").exists() else ""
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + log[-3000:]
+    state = json.loads((out / "loop.json").read_text())
+    first, second = state["rounds"]
+    registry = PolicyRegistry(out / "registry")
+    start = registry.entries()[0].version
+    assert first["acted"] == start and first["episodes"] == 3 and first["labelled"] == 3
+    assert first["push"]["accepted"], first["push"]
+    assert first["candidate"].startswith("offline:round_000@")
+    assert second["acted"] == first["candidate"]  # the pushed version drove the second round
+    assert second["push"]["accepted"], second["push"]
+    # the registry chains the versions through their parents, and every file still matches its manifest
+    chain = {e.version: e.parent for e in registry.entries()}
+    assert chain == {start: None, first["candidate"]: start, second["candidate"]: first["candidate"]}
+    for entry in registry.entries():
+        entry.verify()
+    # every recorded episode says which weights acted, how they explored, and which train state it started from
+    schedule = episode_schedule(LoopConfig(tasks=["reach_red_cube"], train_states=5, episodes_per_round=3), 0)
+    metas = [rec.meta for rec in EpisodeStore(out / "episodes" / "round_000").list()]
+    assert sorted(m.init_state_id for m in metas) == sorted(s["init_state_id"] for s in schedule)
+    assert all(m.policy_version == start and m.split == "train" and m.source == "sim" for m in metas)
+    assert all(m.policy_distribution["std"] == 0.2 and m.policy_distribution["temperature"] == 1.0 for m in metas)
+    assert {rec.meta.policy_version for rec in EpisodeStore(out / "episodes" / "round_001").list()} == {
+        first["candidate"]}
+    assert (out / "loop.png").stat().st_size > 0
+    # re-running the finished loop does nothing new
+    again = subprocess.run([sys.executable, "-m", "srpo_cli", "loop", "--robot", "sim", "--rounds", "2", "--init",
+                            str(checkpoint), "--out", str(out), "--episodes-per-round", "3", *own, *train],
+                           env=ros_env(domain), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out / "loop.json").read_text())["rounds"] == state["rounds"]
+
+
+def test_episode_requests_are_checked_before_the_simulator_resets():
+    import pytest
+
+    from srpo_ros.arm_node import parse_episode_request
+
+    assert parse_episode_request('{"task": "press_button", "init_state_id": 7}') == {
+        "task": "press_button", "split": "train", "init_state_id": 7}
+    for bad, why in (('{"task": "fly"}', "unknown task"), ("[1]", "JSON object"), ("{", "not JSON"),
+                     ('{"init_state_id": -1}', "init_state_id"), ('{"init_state_id": true}', "init_state_id"),
+                     ('{"split": "test"}', "split"), ('{"seed": 1}', "unknown keys")):
+        with pytest.raises(ValueError, match=why):
+            parse_episode_request(bad)
