@@ -153,6 +153,9 @@ def _closed_loop(root: Path, policy: Path, demos: Path, tasks: list[str], st: De
     configs = Path(__file__).resolve().parent.parent / "configs"
     extra = ([f"train.update.regression.demos={demos}", f"train.update.regression.demos_per_task={st.per_task}"]
              if st.rl_config == "srpo_rwr.yaml" else [])
+    world_model = root / "srpo" / "world_model" / "final"  # fitted in stage 3: the loop's update reuses it
+    if (world_model / "config.json").is_file():
+        extra.append(f"train.reward.encoder_path={world_model}")
     cfg = loop_config([f"init={policy}", f"out={root / 'loop'}", "rounds=1", f"episodes_per_round={st.loop_episodes}",
                        f"tasks={tasks}", f"max_steps={st.loop_max_steps}", f"workers={workers}",
                        f"eval_episodes_per_task={st.loop_eval_per_task}",

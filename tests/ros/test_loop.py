@@ -50,6 +50,18 @@ def test_two_rounds_record_train_export_publish_and_push(ros, checkpoint, episod
     assert {rec.meta.policy_version for rec in EpisodeStore(out / "episodes" / "round_001").list()} == {
         first["candidate"]}
     assert (out / "loop.png").stat().st_size > 0
+    # PPO from the same robot-recorded files: the importance weights of the version that recorded them are 1, over
+    # the rows the asynchronous chunker actually served (ONNX Runtime acted, PyTorch recomputes)
+    ppo = subprocess.run([sys.executable, "-m", "srpo_cli", "train", "--init",
+                          str(registry.get(start).path / "checkpoint"), "--episodes", str(out / "episodes" / "round_000"),
+                          "--out", str(tmp_path / "ppo"), "reward.mode=binary", "filter.kind=none", "steps=1",
+                          "eval_episodes_per_task=0", "exploration.std_mode=fixed", "exploration.std=0.2",
+                          "rollout.temperature=1.0", "threads=1"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert ppo.returncode == 0, ppo.stderr[-3000:]
+    row = json.loads((tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert abs(row["offline/is_weight_mean"] - 1.0) < 1e-2 and row["offline/log_ratio_abs_mean"] < 1e-2, row
+    assert row["offline/served_rows_mean"] >= 1.0
     # re-running the finished loop does nothing new
     again = subprocess.run([sys.executable, "-m", "srpo_cli", "loop", "--robot", "sim", "--rounds", "2", "--init",
                             str(checkpoint), "--out", str(out), "--episodes-per-round", "3", *own, *train],
@@ -70,3 +82,14 @@ def test_episode_requests_are_checked_before_the_simulator_resets():
                      ('{"split": "test"}', "split"), ('{"seed": 1}', "unknown keys")):
         with pytest.raises(ValueError, match=why):
             parse_episode_request(bad)
+
+
+def test_loop_refuses_bad_settings_with_one_line(tmp_path):
+    for args, why in ((["--init", str(tmp_path / "nothing")], "is not a policy checkpoint"),
+                      (["gate_margin=0.1"], "gate_margin needs eval_episodes_per_task"),
+                      (["temperature=0"], "offline RL needs sampled decisions"),
+                      (["tasks=[fly]"], "unknown task 'fly'")):
+        r = subprocess.run([sys.executable, "-m", "srpo_cli", "loop", "--out", str(tmp_path / "loop"), *args],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode != 0 and why in r.stderr, (args, r.stderr[-2000:])
+        assert not (tmp_path / "loop" / "registry").exists()  # nothing started, nothing written
