@@ -58,6 +58,9 @@ class LoopConfig:
     """sim: the tasks the episodes cycle over (default: every task)."""
     train_states: int = 50
     """sim: episodes start from TRAIN initial states 0..N-1 (held-out states are for evaluation)."""
+    group_size: int = 4
+    """sim: episodes per prompt (task and initial state) in a round: the offline update groups episodes by their
+    initial state, and a group of one has no advantage (GRPO's n)."""
     temperature: float = 1.0
     exploration_std: float = 0.2
     """The robot explores with a fixed std (normalised action units) at ``temperature``; the offline update scores
@@ -89,8 +92,8 @@ class LoopConfig:
 
         if self.robot not in ("sim", "real"):
             raise ValueError(f"robot must be sim or real, got {self.robot!r}")
-        if self.rounds < 1 or self.episodes_per_round < 1:
-            raise ValueError("rounds and episodes_per_round must be >= 1")
+        if self.rounds < 1 or self.episodes_per_round < 1 or self.group_size < 1:
+            raise ValueError("rounds, episodes_per_round and group_size must be >= 1")
         for t in self.tasks or []:
             if t not in TASKS:
                 raise ValueError(f"unknown task {t!r}; available: {sorted(TASKS)}")
@@ -109,13 +112,17 @@ class LoopConfig:
 
 
 def episode_schedule(cfg: LoopConfig, round_index: int) -> list[dict]:
-    """The sim episodes of one round: tasks in turn, each from a TRAIN state drawn from the round's seed."""
+    """The sim episodes of one round: prompts (tasks in turn, each with a TRAIN state drawn from the round's seed),
+    each run ``group_size`` times in a row, ``episodes_per_round`` in all."""
     from srpo.sim.tabletop.tasks import TASKS
 
     tasks = list(cfg.tasks or TASKS)
     rng = np.random.default_rng([cfg.seed, round_index, 5])
-    return [{"task": tasks[i % len(tasks)], "split": "train", "init_state_id": int(rng.integers(cfg.train_states))}
-            for i in range(cfg.episodes_per_round)]
+    prompts = -(-cfg.episodes_per_round // cfg.group_size)
+    states = rng.integers(cfg.train_states, size=prompts)
+    schedule = [{"task": tasks[i % len(tasks)], "split": "train", "init_state_id": int(states[i])}
+                for i in range(prompts) for _ in range(cfg.group_size)]
+    return schedule[: cfg.episodes_per_round]
 
 
 def bringup_params(cfg: LoopConfig, root: Path, registry: Path, image_size: int) -> Path:

@@ -93,3 +93,14 @@ def test_loop_refuses_bad_settings_with_one_line(tmp_path):
                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert r.returncode != 0 and why in r.stderr, (args, r.stderr[-2000:])
         assert not (tmp_path / "loop" / "registry").exists()  # nothing started, nothing written
+
+
+def test_a_round_runs_each_prompt_as_a_group():
+    from srpo_cli.loop import LoopConfig, episode_schedule
+
+    schedule = episode_schedule(LoopConfig(tasks=["press_button", "open_drawer"], episodes_per_round=10,
+                                           group_size=4), 0)
+    prompts = [(e["task"], e["init_state_id"]) for e in schedule]
+    assert len(schedule) == 10 and prompts[:4] == [prompts[0]] * 4 and prompts[4:8] == [prompts[4]] * 4
+    assert prompts[0][0] == "press_button" and prompts[4][0] == "open_drawer" and prompts[8][0] == "press_button"
+    assert all(e["split"] == "train" for e in schedule)
