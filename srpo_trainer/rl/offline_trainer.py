@@ -38,9 +38,10 @@ from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
 from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.offline import OfflineSelection, accepted_lineage, offline_groups, select_offline
-from srpo_trainer.rl.trainer import (METRICS_FILE, RegressionBuffer, RunConfigError, _load_encoder, _log,
-                                     advantages_of, evaluate_heldout, keep_mask, plot_run, ppo_update,
-                                     print_summary, regression_update, step_rewards, summarise_run)
+from srpo_trainer.rl.trainer import (METRICS_FILE, RegressionBuffer, RunConfigError, advantages_of,
+                                     evaluate_heldout, fit_world_model, keep_mask, load_reward_encoder, log_metrics,
+                                     plot_run, ppo_update, print_summary, regression_update, step_rewards,
+                                     summarise_run)
 
 SELECTION_FILE = "selection.json"
 
@@ -162,10 +163,8 @@ def train_offline(cfg: RLConfig, progress: bool = True) -> Path:
     if cfg.reward.mode == "srpo":
         encoder_path = cfg.reward.encoder_path
         if cfg.reward.encoder == "builtin" and not encoder_path:
-            from srpo_trainer.rl.trainer import _fit_world_model
-
-            encoder_path = str(_fit_world_model(cfg, run, rounds[0]))
-        encoder = _load_encoder(cfg, encoder_path)
+            encoder_path = str(fit_world_model(cfg, run, rounds[0]))
+        encoder = load_reward_encoder(cfg, encoder_path)
         embeddings = encoder.encode([e.held_frames(cfg.reward.camera) for e in kept])
     elif cfg.reward.mode == "oracle" and any(e.meta.final_progress is None for e in kept):
         raise RunConfigError("reward.mode=oracle needs the simulator's progress, which these episodes lack")
@@ -187,7 +186,7 @@ def train_offline(cfg: RLConfig, progress: bool = True) -> Path:
     try:
         if cfg.eval_episodes_per_task and cfg.eval_start:
             row = {"step": 0, "env_steps": 0, "trajectories": 0, **evaluate_heldout(policy, explore, cfg, envs)}
-            _log(row, writer, metrics_path)
+            log_metrics(row, writer, metrics_path)
             history.append(row)
         buffer = None
         if cfg.update.loss == "rwr":
@@ -218,7 +217,7 @@ def train_offline(cfg: RLConfig, progress: bool = True) -> Path:
                    **base, **update, "time/update_s": time.perf_counter() - t0}
             if cfg.eval_episodes_per_task and step + 1 == cfg.steps:
                 row.update(evaluate_heldout(policy, explore, cfg, envs))
-            _log(row, writer, metrics_path)
+            log_metrics(row, writer, metrics_path)
             history.append(row)
     finally:
         if envs is not None:

@@ -499,7 +499,7 @@ def regression_update(policy: Policy, explore: ExplorationPolicy, optimizer: tor
 
 
 # ------------------------------------------------------------------------------------------------ world model
-def _fit_world_model(cfg: RLConfig, run: Path, first_rollouts: Path) -> Path:
+def fit_world_model(cfg: RLConfig, run: Path, first_rollouts: Path) -> Path:
     from srpo_trainer.world_model import WorldModelConfig, WorldModelTrainConfig, train_world_model
 
     final = run / "world_model" / "final"
@@ -513,7 +513,7 @@ def _fit_world_model(cfg: RLConfig, run: Path, first_rollouts: Path) -> Path:
                                                    threads=cfg.threads, model=WorldModelConfig(camera=cfg.reward.camera)))
 
 
-def _load_encoder(cfg: RLConfig, path: str | None):
+def load_reward_encoder(cfg: RLConfig, path: str | None):
     from srpo_trainer.encoders import load_encoder
 
     options = {"seed": cfg.seed} if cfg.reward.encoder == "random" else {}
@@ -590,9 +590,9 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
 
     encoder = None
     if cfg.reward.mode == "srpo" and (cfg.reward.encoder != "builtin" or cfg.reward.encoder_path):
-        encoder = _load_encoder(cfg, cfg.reward.encoder_path)
+        encoder = load_reward_encoder(cfg, cfg.reward.encoder_path)
     elif cfg.reward.mode == "srpo" and (run / "world_model" / "final" / "config.json").is_file():
-        encoder = _load_encoder(cfg, str(run / "world_model" / "final"))
+        encoder = load_reward_encoder(cfg, str(run / "world_model" / "final"))
 
     writer = SummaryWriter(str(run / "tb"))
     from srpo.sim.vector import make_vector_env
@@ -624,7 +624,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         t0 = time.perf_counter()
         row = {"step": 0, "env_steps": 0, "trajectories": 0, **evaluate_heldout(policy, explore, cfg, envs),
                "time/eval_s": time.perf_counter() - t0}
-        _log(row, writer, metrics_path)
+        log_metrics(row, writer, metrics_path)
         history.append(row)
     trajectories = history[-1].get("trajectories", 0) if history else 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl[{cfg.reward.mode}]", unit="step",
@@ -632,10 +632,10 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
     for step in bar:
         done = step + 1
         t0 = time.perf_counter()
-        fit_world_model = cfg.reward.mode == "srpo" and encoder is None
+        needs_world_model = cfg.reward.mode == "srpo" and encoder is None
         # the world model learns from frames h steps apart: the rollouts it is fitted on render every step
         stamp_version(policy, f"rl:{run.name}")  # the rollouts' episodes name exactly the weights that acted
-        episodes, groups, refills = collect(explore, cfg, step, envs, "every_step" if fit_world_model else None)
+        episodes, groups, refills = collect(explore, cfg, step, envs, "every_step" if needs_world_model else None)
         t_rollout = time.perf_counter() - t0
         success = np.array([e.meta.success for e in episodes])
         env_steps += sum(e.length for e in episodes)
@@ -650,8 +650,9 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         t0 = time.perf_counter()
         embeddings, t_world_model = None, None
         if cfg.reward.mode == "srpo":
-            if fit_world_model:
-                encoder = _load_encoder(cfg, str(_fit_world_model(cfg, run, run / "rollouts" / f"step_{done:05d}")))
+            if needs_world_model:
+                encoder = load_reward_encoder(
+                    cfg, str(fit_world_model(cfg, run, run / "rollouts" / f"step_{done:05d}")))
                 t_world_model = time.perf_counter() - t0
                 t0 = time.perf_counter()
             embeddings = encoder.encode([e.held_frames(cfg.reward.camera) for e in episodes])
@@ -695,7 +696,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
             t0 = time.perf_counter()
             row.update(evaluate_heldout(policy, explore, cfg, envs))
             row["time/eval_s"] = time.perf_counter() - t0
-        _log(row, writer, metrics_path)
+        log_metrics(row, writer, metrics_path)
         history.append(row)
         bar.set_postfix(succ=f"{row['rollout/success']:.2f}", kept=row["filter/kept_prompts"],
                         eval=f"{row['eval/success']:.2f}" if "eval/success" in row else "-")
@@ -707,7 +708,8 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
     return history
 
 
-def _log(row: dict, writer, path: Path) -> None:
+def log_metrics(row: dict, writer, path: Path) -> None:
+    """One metrics row into TensorBoard (finite numbers) and a line of ``metrics.jsonl``."""
     for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
             writer.add_scalar(k, v, row["step"])
@@ -826,5 +828,6 @@ def plot_run(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-__all__ = ["RunConfigError", "advantages_of", "check_run", "collect", "describe_change", "evaluate_heldout", "gradient_cosine", "keep_mask",
+__all__ = ["RunConfigError", "advantages_of", "check_run", "collect", "describe_change", "evaluate_heldout",
+           "fit_world_model", "gradient_cosine", "keep_mask", "load_reward_encoder", "log_metrics",
            "plan_prompts", "ppo_update", "step_rewards", "summarise_run", "train_rl"]
