@@ -136,6 +136,7 @@ def make_node():
             self.end_pub = self.create_publisher(Bool, topics.EPISODE_END, latched)
             self.info_pub = self.create_publisher(String, topics.EPISODE_INFO, latched)
             self.episodes_started = 0
+            self.episode_info: dict = {}
             self.create_subscription(String, topics.EPISODE_REQUEST, self.on_episode_request, 10)
             self.image_pubs = {c: self.create_publisher(Image, topics.CAMERA_IMAGE.format(c), 5) for c in self.cams}
             self.info_pubs = {c: self.create_publisher(CameraInfo, topics.CAMERA_INFO.format(c), 5) for c in self.cams}
@@ -229,9 +230,9 @@ def make_node():
             self.ended, self.state = False, None
             self.episodes_started += 1
             opts = self.driver.last_reset
-            self.info_pub.publish(String(data=json.dumps({
-                "task": opts["task"], "split": opts["split"], "init_state_id": opts["init_state_id"],
-                "instruction": state.instruction, "episode": self.episodes_started})))
+            self.episode_info = {"task": opts["task"], "split": opts["split"], "init_state_id": opts["init_state_id"],
+                                 "instruction": state.instruction, "episode": self.episodes_started}
+            self.info_pub.publish(String(data=json.dumps(self.episode_info)))
             self.instruction_pub.publish(String(data=state.instruction))
 
             def first_state() -> None:
@@ -297,6 +298,10 @@ def make_node():
             if state.done:
                 self.ended = True
                 self.end_pub.publish(Bool(data=bool(state.success)))
+                # the end again, latched and numbered, on the episode's own topic: a recorder whose discovery of
+                # this arm lagged (it heard the instruction after the volatile end) still labels the right episode
+                self.info_pub.publish(String(data=json.dumps({**self.episode_info, "ended": True,
+                                                              "success": bool(state.success)})))
                 self.get_logger().info(f"episode ended: success={state.success}")
                 if self.cfg.auto_reset:
                     with self.lock:

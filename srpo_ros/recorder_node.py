@@ -78,6 +78,8 @@ def make_node():
             self.create_subscription(String, topics.INSTRUCTION, self.on_instruction, latched)
             self.create_subscription(String, topics.EPISODE_INFO, self.on_episode_info, latched)
             self.episode_info: dict = {}
+            self.arm_episode: int | None = None  # the simulator's number of the open recording, when known
+            self.last_arm_episode: int | None = None  # ... of the last one closed: older announcements are stale
             self.create_subscription(Bool, topics.EPISODE_END, self.on_episode_end, 10)  # volatile: no stale ends
             self.create_service(Trigger, topics.RECORDER_START, self.on_start)
             self.create_service(Trigger, topics.RECORDER_STOP, self.on_stop)
@@ -88,15 +90,46 @@ def make_node():
         def start(self) -> str:
             if not self.instruction:
                 raise ValueError("no instruction yet: an episode needs one")
-            info = self.episode_info if self.episode_info.get("instruction") == self.instruction else {}
+            info = self.episode_info if self.announces_open_episode(self.episode_info) else {}
             episode_id = self.recorder.start(info.get("task") or task_for(self.instruction), self.instruction,
                                              policy_version=self.policy.get("version", "unknown"),
                                              policy_distribution=self.policy.get("distribution"),
                                              split=info.get("split", "none"), init_state_id=info.get("init_state_id"))
+            self.arm_episode = info.get("episode")
             self.get_logger().info(f"recording episode {episode_id}: {self.instruction!r}")
+            if info.get("ended"):
+                # the simulator's episode ended before its instruction reached this node (discovery lagged): its
+                # steps come from the preroll, its label from the latched announcement of the end
+                self.end_episode(bool(info.get("success")))
             return episode_id
 
+        def announces_open_episode(self, info: dict) -> bool:
+            """Whether a simulator announcement belongs to the episode this node records (or is about to): same
+            instruction, and not an episode already closed (a group repeats one prompt, so the text alone does
+            not tell consecutive episodes apart)."""
+            if info.get("instruction") != self.instruction:
+                return False
+            number = info.get("episode")
+            return number is None or self.last_arm_episode is None or number > self.last_arm_episode
+
+        def end_episode(self, success: bool) -> None:
+            """Stop ``END_GRACE_S`` later: the episode's last state and action travel on other topics and may still
+            be in flight (DDS orders messages per topic, not across topics)."""
+            if not (self.cfg.stop_on_episode_end and self.recorder.recording):
+                return
+            self.pending_end = (self.recorder.episode_id, success if self.cfg.label_from_sim else None)
+
+            def finish() -> None:
+                self.destroy_timer(timer)
+                if self.pending_end is not None and self.pending_end[0] == self.recorder.episode_id:
+                    self.stop(self.pending_label())
+
+            timer = self.create_timer(END_GRACE_S, finish)
+
         def stop(self, success: bool | None) -> str:
+            if self.arm_episode is not None:
+                self.last_arm_episode = self.arm_episode
+            self.arm_episode = None
             path = self.recorder.stop(success)
             text = f"wrote {path} (success={success})" if path else "nothing recorded"
             self.get_logger().info(text)
@@ -128,8 +161,9 @@ def make_node():
             self.recorder.note_policy(self.policy.get("version", "unknown"), self.policy.get("distribution"))
 
         def on_episode_info(self, msg) -> None:
-            """The simulator's announcement of where an episode starts. It travels on its own topic, so it may
-            arrive after the instruction that opened the episode: then the open episode is annotated."""
+            """The simulator's announcement of where an episode starts, and of its end. It travels on its own
+            topic, so it may arrive after the instruction that opened the episode: then the open episode is
+            annotated (and, for an end, stopped with its label)."""
             try:
                 info = json.loads(msg.data)
                 if not isinstance(info, dict):
@@ -138,8 +172,14 @@ def make_node():
                 self.refused += 1
                 return
             self.episode_info = info
-            if self.recorder.recording and info.get("instruction") == self.instruction:
-                self.recorder.note_episode(str(info.get("split", "none")), info.get("init_state_id"))
+            if not (self.recorder.recording and self.announces_open_episode(info)):
+                return
+            if self.arm_episode not in (None, info.get("episode")):
+                return  # announces a later episode than the one open: its instruction will open it
+            self.arm_episode = info.get("episode")
+            self.recorder.note_episode(str(info.get("split", "none")), info.get("init_state_id"))
+            if info.get("ended"):
+                self.end_episode(bool(info.get("success")))
 
         def on_instruction(self, msg) -> None:
             text = msg.data.strip()
@@ -153,18 +193,8 @@ def make_node():
                 self.start()
 
         def on_episode_end(self, msg) -> None:
-            """Stop ``END_GRACE_S`` later: the episode's last state and action travel on other topics and may still
-            be in flight (DDS orders messages per topic, not across topics)."""
-            if not (self.cfg.stop_on_episode_end and self.recorder.recording):
-                return
-            self.pending_end = (self.recorder.episode_id, bool(msg.data) if self.cfg.label_from_sim else None)
-
-            def finish() -> None:
-                self.destroy_timer(timer)
-                if self.pending_end is not None and self.pending_end[0] == self.recorder.episode_id:
-                    self.stop(self.pending_label())
-
-            timer = self.create_timer(END_GRACE_S, finish)
+            """A simulator's end (this project's arm also announces it, numbered, on the episode-info topic)."""
+            self.end_episode(bool(msg.data))
 
         def pending_label(self) -> bool | None:
             label = None

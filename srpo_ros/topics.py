@@ -10,7 +10,8 @@ INSTRUCTION = "/srpo/instruction"  # std_msgs/String, transient local: late join
 ACTION = "/srpo/action"  # sensor_msgs/JointState: the policy's command (action names), stamped with its observation
 EXECUTED_ACTION = "/srpo/executed_action"  # sensor_msgs/JointState: what the arm ran after the state with that stamp
 EPISODE_REQUEST = "/srpo/arm/episode_request"  # std_msgs/String (JSON {task, split, init_state_id}): sim: reset to it
-EPISODE_INFO = "/srpo/episode_info"  # std_msgs/String (JSON), transient local: the sim episode's task, split, state
+EPISODE_INFO = "/srpo/episode_info"  # std_msgs/String (JSON), transient local: the sim episode's task, split, state,
+# number; republished at its end with "ended": true and "success"
 EPISODE_END = "/srpo/episode_end"  # std_msgs/Bool: the simulated episode ended; data = the success predicate
 ACTION_CHUNK = "/srpo/policy/action_chunk"  # trajectory_msgs/JointTrajectory: the chunk, stamped with its observation
 DECISION = "/srpo/policy/decision"  # std_msgs/String (JSON), transient local (20): chunk, log-prob, distribution

@@ -452,3 +452,74 @@ def test_recorder_services_start_stop_and_label(ros, expert_ep, tmp_path):
     assert [(e.length, e.meta.success) for e in episodes] == [(6, None), (12, True)]
     assert np.array_equal(episodes[1].actions, expert_ep.actions[:12])
     assert episodes[1].meta.task == expert_ep.meta.task  # found from the tabletop instruction
+
+
+def test_recorder_labels_a_sim_episode_whose_end_it_heard_before_its_instruction(ros, expert_ep, tmp_path):
+    """The race a loaded machine produces: the recorder discovers the arm's instruction writer late, so the
+    (volatile) end arrives first. The arm's numbered, latched end on the episode-info topic still labels the
+    episode, whose steps come from the preroll; a later episode with the same prompt (a group) is not mistaken for
+    the closed one."""
+    domain, nodes, probe = ros
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Bool, String
+    from std_srvs.srv import Trigger
+
+    from srpo_ros.common import image_message
+
+    out = tmp_path / "episodes"
+    text = probe.node.create_publisher(String, topics.INSTRUCTION, latched_qos())
+    info = probe.node.create_publisher(String, topics.EPISODE_INFO, latched_qos())
+    end = probe.node.create_publisher(Bool, topics.EPISODE_END, latched_qos())
+    states = probe.node.create_publisher(JointState, topics.JOINT_STATES, 50)
+    acts = probe.node.create_publisher(JointState, topics.EXECUTED_ACTION, 50)
+    cams = {c: probe.node.create_publisher(Image, topics.CAMERA_IMAGE.format(c), 50) for c in expert_ep.images}
+    nodes.node("recorder_node", "image_size:=32", f"out_dir:={out}", "source:=sim")
+    probe.wait_for(lambda: all(p.get_subscription_count() >= 1 for p in (text, info, end, states, acts)), 30,
+                   "the recorder's subscriptions", nodes)
+    time.sleep(1.0)  # and its side of the matching
+    instruction = expert_ep.meta.instruction
+    announce = {"task": expert_ep.meta.task, "split": "train", "instruction": instruction}
+
+    def stream(first: int, steps: int) -> None:
+        t0 = time.time()
+        for t in range(first, first + steps + 1):
+            stamp = t0 + 0.05 * (t - first)
+            for cam, pub in cams.items():
+                pub.publish(image_message(expert_ep.images[cam][t], stamp, cam))
+            states.publish(named_values(PROPRIO_NAMES, expert_ep.proprio[t], stamp))
+            if t < first + steps:
+                acts.publish(named_values(ACTION_NAMES, expert_ep.actions[t], stamp))
+            time.sleep(0.01)
+        time.sleep(0.3)
+
+    def files() -> int:
+        return len(list(EpisodeStore(out).files()))
+
+    # episode 1: the steps and the end, then (late) its instruction
+    stream(0, 10)
+    end.publish(Bool(data=True))  # heard while not recording: nothing to label yet
+    info.publish(String(data=json.dumps({**announce, "init_state_id": 3, "episode": 1, "ended": True,
+                                         "success": True})))
+    time.sleep(0.3)
+    text.publish(String(data=instruction))
+    probe.wait_for(lambda: files() == 1, 20, "the late-heard episode to be written", nodes)
+    # episode 2, the same prompt, in the usual order: announced, instructed, run, ended (failure)
+    info.publish(String(data=json.dumps({**announce, "init_state_id": 5, "episode": 2})))
+    time.sleep(0.2)
+    text.publish(String(data=instruction))
+    time.sleep(0.5)
+    stream(10, 6)
+    info.publish(String(data=json.dumps({**announce, "init_state_id": 5, "episode": 2, "ended": True,
+                                         "success": False})))
+    probe.wait_for(lambda: files() == 2, 20, "the second episode to be written", nodes)
+    # episode 3 is instructed before its announcement: the latched end of episode 2 must not close it
+    text.publish(String(data=instruction))
+    time.sleep(0.5)
+    stream(16, 4)
+    assert files() == 2
+    assert probe.call(Trigger, topics.RECORDER_STOP, Trigger.Request()).success
+    episodes = sorted((read_episode(p) for p in EpisodeStore(out).files()), key=lambda e: -e.length)
+    assert [(e.length, e.meta.success, e.meta.init_state_id) for e in episodes] == [(10, True, 3), (6, False, 5),
+                                                                                    (4, None, None)]
+    assert np.array_equal(episodes[0].actions, expert_ep.actions[:10])
+    assert episodes[0].meta.split == "train"
