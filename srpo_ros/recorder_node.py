@@ -193,8 +193,12 @@ def make_node():
                 self.start()
 
         def on_episode_end(self, msg) -> None:
-            """A simulator's end (this project's arm also announces it, numbered, on the episode-info topic)."""
-            self.end_episode(bool(msg.data))
+            """A simulator's end. A simulator that announces its episodes on the episode-info topic (this project's
+            arm) is followed there alone: start and end arrive in order on that one topic, numbered, whereas this
+            topic can overtake the announcement of the episode it ends (DDS orders per topic), which would leave the
+            closed episode without its number."""
+            if not self.episode_info:
+                self.end_episode(bool(msg.data))
 
         def pending_label(self) -> bool | None:
             label = None

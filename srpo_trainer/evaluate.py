@@ -2,6 +2,11 @@
 
     srpo eval --policy runs/sft5/final --suite tabletop --episodes-per-task 10 --split heldout --out runs/sft5/eval
     srpo eval --policy exports/sft5 --backend onnxruntime --out runs/sft5/eval_ort     # an exported model
+    srpo eval --policy runs/libero/final --suite libero_spatial --episodes-per-task 10 --out runs/libero/eval
+    srpo eval --policy runs/libero/final --suite libero_spatial --perturbations lan,swap --out runs/libero/pro
+
+LIBERO suites need ``srpo[libero]`` (see ``srpo.sim.libero.env`` for the protocol and the splits; ``--split
+standard`` is the published 50-state protocol, which overlaps the training states and is labelled as such).
 
 Writes ``eval.json`` (overall and per-task success with Wilson 95% intervals, mean final progress, every episode),
 ``eval.png`` (per-task bar chart) and ``episodes.gif`` (the first few episodes, both cameras).
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
+from srpo.sim.suites import check_suite, resolve_task, splits, suite_tasks
 from srpo.runtime.policy import InferencePolicy
 from srpo_trainer.policies.base import Policy
 from srpo_trainer.rollouts import run_policy_episodes
@@ -43,19 +48,33 @@ class EvalConfig:
     seed: int = 0
     gifs: int = 4
     """Episodes recorded into episodes.gif."""
+    max_steps: int | None = None
+    """Cut episodes at this many steps (default: each task's limit). A cut run is not the benchmark's protocol."""
+    fast_render: bool = False
+    """LIBERO: shadows, multisampling and reflections off (about 3x faster on a CPU; other pixels than the reference
+    renderer). Recorded in the results."""
 
     def __post_init__(self) -> None:
-        if self.suite != "tabletop":
-            raise ValueError(f"suite {self.suite!r} is not available for evaluation; supported: tabletop")
-        if self.split not in SPLIT_SIZES:
-            raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)}, got {self.split!r}")
-        if not 1 <= self.episodes_per_task <= SPLIT_SIZES[self.split]:
-            raise ValueError(f"episodes_per_task must be in 1..{SPLIT_SIZES[self.split]} for {self.split}")
-        for t in self.tasks or []:
-            if t not in TASKS:
-                raise ValueError(f"unknown task {t!r}; available: {sorted(TASKS)}")
+        check_suite(self.suite)
+        sizes = splits(self.suite)
+        if self.split not in sizes:
+            raise ValueError(f"split must be one of {sorted(sizes)}, got {self.split!r}")
+        if not 1 <= self.episodes_per_task <= sizes[self.split]:
+            raise ValueError(f"episodes_per_task must be in 1..{sizes[self.split]} for {self.split}")
+        if self.tasks:
+            self.tasks = [resolve_task(self.suite, t) for t in self.tasks]
         if self.workers < 1 or self.execute_steps < 1:
             raise ValueError("workers and execute_steps must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.fast_render and self.suite == "tabletop":
+            raise ValueError("fast_render is a LIBERO option (tabletop always renders cheaply)")
+
+    def env_options(self) -> dict:
+        options: dict = {"max_steps": self.max_steps} if self.max_steps else {}
+        if self.fast_render:
+            options["fast_render"] = True
+        return options
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -128,14 +147,14 @@ def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path 
     ``envs``: a running vector env to reuse (see ``run_policy_episodes``)."""
     from tqdm import tqdm
 
-    tasks = cfg.tasks or list(TASKS)
+    tasks = cfg.tasks or list(suite_tasks(cfg.suite))
     jobs = [(t, i) for t in tasks for i in range(cfg.episodes_per_task)]
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     start = time.perf_counter()
     episodes, clips, _ = run_policy_episodes(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps, cfg.temperature,
                                              cfg.seed, gif_episodes=cfg.gifs if out else 0,
                                              on_episode=lambda e: bar.update(), envs=envs,
-                                             threads=threads)
+                                             threads=threads, suite=cfg.suite, env_options=cfg.env_options())
     bar.close()
     summary = summarise(episodes)
     summary.update({"policy_version": policy.version, "backend": getattr(policy, "backend", "torch"),
@@ -145,9 +164,89 @@ def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(summary, indent=2))
-        _plot(summary, out / "eval.png", f"{policy.version} on {cfg.split} ({cfg.episodes_per_task} ep/task)")
+        label = f"{cfg.suite} {cfg.split}" + (" (published protocol)" if cfg.split == "standard" else "")
+        _plot(summary, out / "eval.png", f"{policy.version} on {label} ({cfg.episodes_per_task} ep/task)"
+              + (", fast render" if cfg.fast_render else "") + (f", cut at {cfg.max_steps} steps" if cfg.max_steps else ""))
         if clips:
             import imageio.v2 as imageio
 
             imageio.mimsave(out / "episodes.gif", list(np.concatenate(clips)), duration=50, loop=0)
     return summary
+
+
+def relative_drop(base: np.ndarray, perturbed: np.ndarray, samples: int = 2000, seed: int = 0) -> dict:
+    """LIBERO-Plus's robustness measure, 1 - success(perturbed) / success(base), with a 95% bootstrap interval
+    (episodes resampled independently within each run: the perturbed scenes are not paired with the base ones)."""
+    base, perturbed = np.asarray(base, np.float64), np.asarray(perturbed, np.float64)
+    rng = np.random.default_rng(seed)
+    b = rng.choice(base, (samples, len(base))).mean(1)
+    p = rng.choice(perturbed, (samples, len(perturbed))).mean(1)
+    ok = b > 0
+    drops = 1 - p[ok] / b[ok]
+    point = 1 - perturbed.mean() / base.mean() if base.mean() > 0 else float("nan")
+    lo, hi = (np.percentile(drops, [2.5, 97.5]) if ok.any() else (float("nan"), float("nan")))
+    return {"relative_drop": float(point), "ci95": [float(lo), float(hi)]}
+
+
+def evaluate_robustness(policy: Policy | InferencePolicy, cfg: EvalConfig, perturbations: list[str],
+                        out: str | Path | None = None, progress: bool = True) -> dict:
+    """Evaluate on a standard LIBERO suite and on its LIBERO-PRO perturbed versions (same task indices, split and
+    number of states); report each one's success and its relative drop against the unperturbed suite. Writes
+    ``robustness.json`` and ``robustness.png`` (plus each run's own eval files under ``<suite>/``)."""
+    from dataclasses import replace
+
+    from srpo.sim.libero.env import PERTURBATIONS, SUITES
+
+    if cfg.suite not in SUITES or cfg.suite == "libero_90":
+        raise ValueError(f"perturbation suites exist for {sorted(set(SUITES) - {'libero_90'})}, not {cfg.suite!r}")
+    unknown = [p for p in perturbations if p not in PERTURBATIONS]
+    if unknown or not perturbations:
+        raise ValueError(f"unknown perturbations {unknown}; available: {', '.join(PERTURBATIONS)}")
+    names = suite_tasks(cfg.suite)
+    indices = [names.index(t) for t in cfg.tasks] if cfg.tasks else list(range(len(names)))
+    runs = {}
+    for suite in [cfg.suite] + [f"{cfg.suite}_{p}" for p in perturbations]:
+        tasks = [suite_tasks(suite)[i] for i in indices]
+        sub = replace(cfg, suite=suite, tasks=tasks)
+        runs[suite] = evaluate(policy, sub, Path(out) / suite if out is not None else None, progress=progress)
+    base = np.array([e["success"] for e in runs[cfg.suite]["episodes_detail"]], np.float64)
+    report = {"policy_version": policy.version, "base_suite": cfg.suite, "split": cfg.split,
+              "episodes_per_task": cfg.episodes_per_task, "task_indices": indices, "fast_render": cfg.fast_render,
+              "max_steps": cfg.max_steps,
+              "base": {"success_rate": runs[cfg.suite]["success_rate"], "ci95": runs[cfg.suite]["ci95"]},
+              "perturbed": {}}
+    for p in perturbations:
+        run = runs[f"{cfg.suite}_{p}"]
+        pert = np.array([e["success"] for e in run["episodes_detail"]], np.float64)
+        report["perturbed"][p] = {"suite": f"{cfg.suite}_{p}", "what": PERTURBATIONS[p],
+                                  "success_rate": run["success_rate"], "ci95": run["ci95"], **relative_drop(base, pert)}
+    if out is not None:
+        out = Path(out)
+        (out / "robustness.json").write_text(json.dumps(report, indent=2))
+        _plot_robustness(report, out / "robustness.png")
+    return report
+
+
+def _plot_robustness(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [report["base_suite"]] + [f"_{p}" for p in report["perturbed"]]
+    rows = [report["base"]] + list(report["perturbed"].values())
+    rates = np.array([100 * r["success_rate"] for r in rows])
+    lo = np.array([100 * r["ci95"][0] for r in rows])
+    hi = np.array([100 * r["ci95"][1] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 3.4))
+    ax.bar(range(len(rows)), rates, yerr=[rates - lo, hi - rates], capsize=3,
+           color=["tab:blue"] + ["tab:orange"] * (len(rows) - 1))
+    for i, r in enumerate(rows[1:], start=1):
+        ax.text(i, rates[i] + 2, f"drop {100 * r['relative_drop']:.0f}%", ha="center", fontsize=7)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("success (%), 95% CI")
+    ax.set_title(f"{report['policy_version']}: LIBERO-PRO perturbations ({report['split']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

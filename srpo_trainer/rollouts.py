@@ -35,7 +35,8 @@ from srpo_trainer.policies.base import Observation, Policy
 def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
                         temperature: float | None, seed: int, record: bool = False, gif_episodes: int = 0,
                         on_episode: Callable[[dict], None] | None = None, envs=None, threads: int | None = None,
-                        record_frames: str = "decisions") -> tuple[list[dict], list[np.ndarray], list[Episode]]:
+                        record_frames: str = "decisions", suite: str = "tabletop",
+                        env_options: dict | None = None) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
     """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference.
 
     ``envs``: a running vector env (``make_vector_env``) to reuse, e.g. across RL steps: starting the simulator
@@ -44,6 +45,8 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
     the cores, and on 2 cores one inference thread is faster overall (``benchmarks/rollout_throughput.py``).
     ``record_frames``: ``decisions`` (frames where the policy decided, and the last step) or ``every_step``; GIF
     episodes always render every step.
+
+    ``suite``/``env_options``: which simulator the workers run (``make_vector_env``); ignored with ``envs``.
 
     ``temperature`` None acts with the chunk mean (deterministic), else samples at that temperature.
     Returns per-episode results (task, init_state_id, success, progress, length) in job order, side-by-side camera
@@ -70,7 +73,7 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                              f"their action space is {shape}")
     else:
         n_env = min(workers, len(jobs))
-        venv = make_vector_env(n_env, image_size=size, max_chunk=steps)
+        venv = make_vector_env(n_env, image_size=size, max_chunk=steps, suite=suite, env_options=env_options)
     max_chunk = venv.single_action_space.shape[0]
     # the same chunk server the robot's policy node runs, in its synchronous mode: this loop batches the inference
     chunk_cfg = ChunkerConfig(chunk_size=policy.chunk_size, action_dim=policy.spec.action.dim, execute_steps=steps,
@@ -114,7 +117,7 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                 if record:
                     task, init = current[i][1]
                     recorders[i] = EpisodeBuilder(spec_dict, task=task, instruction=instructions[i], source="sim",
-                                                  policy_version=policy.version, suite="tabletop",
+                                                  policy_version=policy.version, suite=suite,
                                                   init_state_id=init, split=split, seed=seed)
                     t0[i] = float(info["sim_time"][i])
                     recorders[i].observe(0.0, obs["proprio"][i], {c: obs[c][i] for c in cams},

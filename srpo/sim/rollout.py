@@ -28,7 +28,7 @@ def run_episode(
     obs, info = env.reset(seed=seed, options=reset_options)
     cams = [c.name for c in env.spec_contract.observation.cameras]
     builder = EpisodeBuilder(env.spec_contract.to_dict(), task=env.task.name, instruction=env.instruction,
-                             source="sim", policy_version=policy_version, suite="tabletop",
+                             source="sim", policy_version=policy_version, suite=getattr(env, "suite_name", "tabletop"),
                              init_state_id=info["init_state_id"], split=info["split"], seed=seed)
     t0 = info["sim_time"]
     builder.observe(0.0, obs["proprio"], {c: obs[c] for c in cams}, info["progress"])

@@ -1,4 +1,4 @@
-"""Several tabletop envs stepping in parallel processes, through gymnasium's ``AsyncVectorEnv``.
+"""Several simulator envs (tabletop or LIBERO) stepping in parallel processes, through gymnasium's ``AsyncVectorEnv``.
 
 Each worker can run any task: ``reset_envs`` gives every env its own task / split / initial state (or leaves it
 running), which is what batched evaluation and RL rollouts need.
@@ -86,8 +86,16 @@ class ChunkStepEnv(gymnasium.Wrapper):
         return out
 
 
-def _make_env(index: int, task: str, image_size: int, split: str, max_chunk: int | None = None) -> gymnasium.Env:
-    env = TabletopEnv(task=task, image_size=image_size, split=split, vector_index=index)
+def _make_env(index: int, task: str | None, image_size: int, split: str, max_chunk: int | None = None,
+              suite: str = "tabletop", options: dict[str, Any] | None = None) -> gymnasium.Env:
+    if suite == "tabletop":
+        env = TabletopEnv(task=task or "place_red_cube_in_tray", image_size=image_size, split=split,
+                          vector_index=index, **(options or {}))
+    else:
+        from srpo.sim.libero.env import LiberoEnv
+
+        env = LiberoEnv(suite, task=task or 0, image_size=image_size, split=split, vector_index=index,
+                        **(options or {}))
     return env if max_chunk is None else ChunkStepEnv(env, max_chunk)
 
 
@@ -107,18 +115,29 @@ class TabletopVectorEnv(AsyncVectorEnv):
 
 def make_vector_env(
     num_envs: int,
-    task: str = "place_red_cube_in_tray",
+    task: str | None = None,
     image_size: int = 64,
     split: str = "train",
     autoreset: bool = False,
     context: str = "forkserver",
     max_chunk: int | None = None,
+    suite: str = "tabletop",
+    env_options: dict[str, Any] | None = None,
 ) -> TabletopVectorEnv:
     """``num_envs`` worker processes. Without ``autoreset`` finished envs wait for ``reset_envs`` (rollout style).
-    ``max_chunk``: workers are ``ChunkStepEnv`` (one ``step`` runs up to that many actions)."""
+    ``max_chunk``: workers are ``ChunkStepEnv`` (one ``step`` runs up to that many actions).
+    ``suite``: ``tabletop`` or a LIBERO suite (``srpo.sim.suites``); ``env_options``: extra keyword arguments of
+    the suite's env (e.g. ``{"fast_render": True}`` for LIBERO)."""
+    from srpo.sim.suites import check_suite
+
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    fns = [partial(_make_env, i, task, image_size, split, max_chunk) for i in range(num_envs)]
+    check_suite(suite)
+    if suite != "tabletop":
+        from srpo.sim.libero.env import require_libero
+
+        require_libero()  # here, with the install command, rather than as a traceback from every worker
+    fns = [partial(_make_env, i, task, image_size, split, max_chunk, suite, env_options) for i in range(num_envs)]
     mode = AutoresetMode.NEXT_STEP if autoreset else AutoresetMode.DISABLED
     # forkserver: workers must not inherit a parent's OpenGL context, and fork after threads is unsafe.
     return TabletopVectorEnv(fns, context=context, autoreset_mode=mode)

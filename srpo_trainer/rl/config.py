@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
+from srpo.sim.suites import check_suite, resolve_task, splits
 from srpo.config import require_positive
 from srpo_trainer.encoders import ENCODERS
 from srpo_trainer.progress_reward import ProgressRewardConfig
@@ -31,8 +31,14 @@ def _prompt_reference() -> ProgressRewardConfig:
 class RolloutConfig:
     """How each RL step samples its batch."""
 
+    suite: str = "tabletop"
+    """Simulation suite: tabletop, or a LIBERO suite such as libero_spatial (``srpo[libero]``)."""
     tasks: list[str] | None = None
-    """Tasks to train on (default: every task of the suite)."""
+    """Tasks to train on (default: every task of the suite; LIBERO tasks also by index)."""
+    max_steps: int | None = None
+    """Cut episodes at this many steps (default: each task's limit): small LIBERO runs on a CPU."""
+    fast_render: bool = False
+    """LIBERO: shadows, multisampling and reflections off (about 3x faster on a CPU; other pixels)."""
     train_states: int = 50
     """Prompts use initial states 0..N-1 of the TRAIN split; evaluation uses the held-out split."""
     prompts_per_step: int = 10
@@ -53,18 +59,30 @@ class RolloutConfig:
     """Camera frames a rollout renders and records: ``decisions`` (where the policy chose a chunk, and the last
     step: everything the update and the progress reward read; 2-3x faster rollouts) or ``every_step``."""
 
+    def env_options(self) -> dict:
+        """Keyword arguments of the suite's env (``make_vector_env(env_options=...)``)."""
+        options: dict = {"max_steps": self.max_steps} if self.max_steps else {}
+        if self.fast_render:
+            options["fast_render"] = True
+        return options
+
     def __post_init__(self) -> None:
         if self.record_frames not in RECORD_FRAMES:
             raise ValueError(f"rollout.record_frames must be one of {RECORD_FRAMES}, got {self.record_frames!r}")
-        for t in self.tasks or []:
-            if t not in TASKS:
-                raise ValueError(f"unknown task {t!r}; available: {sorted(TASKS)}")
+        check_suite(self.suite)
         if self.tasks is not None and not self.tasks:
             raise ValueError("rollout.tasks is empty")
+        if self.tasks:
+            self.tasks = [resolve_task(self.suite, str(t)) for t in self.tasks]
+        if self.fast_render and self.suite == "tabletop":
+            raise ValueError("rollout.fast_render is a LIBERO option")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"rollout.max_steps must be >= 1, got {self.max_steps}")
         if self.group_size < 2:
             raise ValueError(f"rollout.group_size must be >= 2 (group-normalised advantages), got {self.group_size}")
-        if not 1 <= self.train_states <= SPLIT_SIZES["train"]:
-            raise ValueError(f"rollout.train_states must be in 1..{SPLIT_SIZES['train']}, got {self.train_states}")
+        if not 1 <= self.train_states <= splits(self.suite)["train"]:
+            raise ValueError(f"rollout.train_states must be in 1..{splits(self.suite)['train']} for {self.suite}, "
+                             f"got {self.train_states}")
         if self.prompts_per_step < 1 or self.workers < 1 or self.execute_steps < 1 or self.inference_threads < 1:
             raise ValueError("rollout.prompts_per_step, workers, execute_steps and inference_threads must be >= 1")
         if self.temperature <= 0:
@@ -79,6 +97,9 @@ class WorldModelFitConfig:
     """Episode store(s), comma-separated (e.g. the SFT demos); the first step's rollouts are always added."""
     steps: int = 1500
     batch_size: int = 64
+    rollouts_only: bool = False
+    """Allow fitting on the first step's rollouts alone when no episodes are given (e.g. LIBERO without its HDF5
+    demonstrations): a weaker model, seen only what the initial policy did; an explicit choice, never a fallback."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -308,8 +329,9 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "steps", "eval_every", "checkpoint_every", "threads")
-        if not 0 <= self.eval_episodes_per_task <= SPLIT_SIZES["heldout"]:
-            raise ValueError(f"eval_episodes_per_task must be in 0..{SPLIT_SIZES['heldout']}")
+        held = splits(self.rollout.suite)["heldout"]
+        if not 0 <= self.eval_episodes_per_task <= held:
+            raise ValueError(f"eval_episodes_per_task must be in 0..{held} for {self.rollout.suite}")
         if self.update.advantage == "progress_gae" and self.reward.mode != "oracle":
             raise ValueError("update.advantage=progress_gae needs a per-step progress signal: only reward.mode=oracle "
                              "has one today (the simulator's privileged progress)")

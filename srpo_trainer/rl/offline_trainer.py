@@ -178,7 +178,8 @@ def train_offline(cfg: RLConfig, progress: bool = True) -> Path:
         from srpo.sim.vector import make_vector_env
 
         envs = make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height,
-                               max_chunk=policy.chunk_size)
+                               max_chunk=policy.chunk_size, suite=cfg.rollout.suite,
+                               env_options=cfg.rollout.env_options())
     writer = SummaryWriter(str(run / "tb"))
     metrics_path = run / METRICS_FILE
     metrics_path.write_text("")

@@ -40,7 +40,7 @@ import torch
 
 from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
-from srpo.sim.tabletop.tasks import TASKS
+from srpo.sim.suites import suite_tasks
 from srpo_trainer.datasets import select_episodes
 from srpo_trainer.evaluate import EvalConfig, evaluate, paired_difference, wilson_interval
 from srpo_trainer.policies import load_policy
@@ -80,10 +80,11 @@ def check_run(cfg: RLConfig) -> None:
     if r.encoder in ("vjepa2", "image") and not r.encoder_path:
         raise RunConfigError(f"reward.encoder={r.encoder} needs reward.encoder_path (a local checkpoint)")
     if r.encoder == "builtin" and not r.encoder_path:
-        if not r.world_model.data:
+        if not r.world_model.data and not r.world_model.rollouts_only:
             raise RunConfigError("reward.mode=srpo with the builtin encoder needs a world model: set "
-                                 "reward.encoder_path to one, or reward.world_model.data to episodes to fit one on")
-        for root in r.world_model.data.split(","):
+                                 "reward.encoder_path to one, or reward.world_model.data to episodes to fit one on "
+                                 "(or reward.world_model.rollouts_only=true to fit it on the first rollouts alone)")
+        for root in (r.world_model.data or "").split(","):
             if root.strip() and not Path(root.strip()).is_dir():
                 raise RunConfigError(f"reward.world_model.data: {root.strip()} is not a directory")
 
@@ -91,7 +92,7 @@ def check_run(cfg: RLConfig) -> None:
 def plan_prompts(cfg: RLConfig, step: int, refill: int) -> list[tuple[str, int]]:
     """The step's prompts: every task in turn (a fresh random order each step), each with a random train state."""
     rng = np.random.default_rng([cfg.seed, step, refill, 17])
-    tasks = list(cfg.rollout.tasks or TASKS)
+    tasks = list(cfg.rollout.tasks or suite_tasks(cfg.rollout.suite))
     order: list[str] = []
     while len(order) < cfg.rollout.prompts_per_step:
         order += [tasks[i] for i in rng.permutation(len(tasks))]
@@ -118,7 +119,8 @@ def collect(policy: Policy, cfg: RLConfig, step: int, envs=None, record_frames: 
         _, _, eps = run_policy_episodes(policy, jobs, "train", cfg.rollout.workers, cfg.rollout.execute_steps,
                                         cfg.rollout.temperature, _step_seed(cfg, step, refill), record=True,
                                         envs=envs, threads=cfg.rollout.inference_threads,
-                                        record_frames=record_frames or cfg.rollout.record_frames)
+                                        record_frames=record_frames or cfg.rollout.record_frames,
+                                        suite=cfg.rollout.suite)
         episodes += eps
         groups += [refill * P + k for k in range(P) for _ in range(n)]
         refills = refill
@@ -530,7 +532,9 @@ def evaluate_heldout(policy: Policy, explore: ExplorationPolicy, cfg: RLConfig, 
     if cfg.eval_sampled:
         variants.append(("eval_sampled", explore, cfg.rollout.temperature))
     for name, actor, temperature in variants:
-        ecfg = EvalConfig(tasks=cfg.rollout.tasks, episodes_per_task=cfg.eval_episodes_per_task, split="heldout",
+        ecfg = EvalConfig(suite=cfg.rollout.suite, tasks=cfg.rollout.tasks, max_steps=cfg.rollout.max_steps,
+                          fast_render=cfg.rollout.fast_render,
+                          episodes_per_task=cfg.eval_episodes_per_task, split="heldout",
                           workers=cfg.rollout.workers, execute_steps=cfg.rollout.execute_steps, seed=EVAL_SEED,
                           gifs=0, temperature=temperature)
         summary = evaluate(actor, ecfg, progress=False, envs=envs, threads=cfg.rollout.inference_threads)
@@ -599,7 +603,8 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
 
     # one set of simulator processes for the whole run: rollouts and evaluations reuse them
     envs = make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height,
-                           max_chunk=policy.chunk_size)
+                           max_chunk=policy.chunk_size, suite=cfg.rollout.suite,
+                           env_options=cfg.rollout.env_options())
     try:
         history = _train_loop(cfg, run, policy, explore, optimizer, scheduler, rng, reference, memory, encoder, envs,
                               writer, history, metrics_path, env_steps, start, progress, buffer)

@@ -48,7 +48,9 @@ def test_sampling_is_seeded(policy):
 
 
 @pytest.mark.parametrize("kw, message", [({"split": "test"}, "split"), ({"episodes_per_task": 51}, "1..50"),
-                                         ({"tasks": ["fly"]}, "unknown task"), ({"suite": "libero"}, "not available")])
+                                         ({"tasks": ["fly"]}, "unknown task"), ({"suite": "libero"}, "unknown suite"),
+                                         ({"suite": "libero_spatial_wet"}, "unknown LIBERO suite"),
+                                         ({"fast_render": True}, "LIBERO option")])
 def test_bad_eval_config(kw, message):
     with pytest.raises(ValueError, match=message):
         EvalConfig(**kw)

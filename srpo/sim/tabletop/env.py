@@ -25,6 +25,7 @@ import numpy as np
 from gymnasium import spaces
 
 from srpo.sim.tabletop.physics import TabletopSim
+from srpo.sim.reset_options import parse_reset_options
 from srpo.sim.tabletop.tasks import SPLIT_SIZES, SPLITS, InitialState, Task, get_task
 from srpo.spec import TABLETOP_SPEC, RobotSpec, validate_action
 
@@ -101,18 +102,7 @@ class TabletopEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        options = dict(options or {})
-        if "per_env" in options:  # vectorised reset: each worker picks its own entry
-            if self.vector_index is None:
-                raise ValueError("options['per_env'] needs an env created with vector_index")
-            options = dict(options["per_env"][self.vector_index] or {})
-        unknown = set(options) - {"task", "split", "init_state_id", "image_every"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; expected task, split, init_state_id, image_every")
-        image_every = options.get("image_every", 1)
-        if isinstance(image_every, bool) or not isinstance(image_every, (int, np.integer)) or image_every < 1:
-            raise ValueError(f"image_every must be an integer >= 1, got {image_every!r}")
-        self.image_every = int(image_every)
+        options, self.image_every = parse_reset_options(options, self.vector_index)
         if "task" in options:
             self.task = get_task(options["task"])
         split = options.get("split", self.default_split)
