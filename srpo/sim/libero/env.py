@@ -42,10 +42,9 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-from gymnasium import spaces
 
 from srpo.sim.libero.convention import CAMERA_KEYS, libero_spec, proprio_from_env, upright
-from srpo.sim.reset_options import parse_reset_options
+from srpo.sim.interface import env_spaces, parse_reset_options
 from srpo.spec import RobotSpec, validate_action
 
 # headless rendering for every process that imports this (workers included): EGL (Mesa's software rasteriser where
@@ -183,10 +182,7 @@ class LiberoEnv(gymnasium.Env):
         self.steps = 0
         self.image_every = 1
         self._goal = []
-        cams = {c.name: spaces.Box(0, 255, (c.height, c.width, 3), np.uint8) for c in self.spec_contract.observation.cameras}
-        self.observation_space = spaces.Dict(
-            {**cams, "proprio": spaces.Box(-np.inf, np.inf, (self.spec_contract.observation.proprio_dim,), np.float32)})
-        self.action_space = spaces.Box(-1.0, 1.0, (self.spec_contract.action.dim,), np.float32)
+        self.observation_space, self.action_space = env_spaces(self.spec_contract)
 
     # ------------------------------------------------------------------------------------------------ tasks
     def _task(self, task: str | int) -> LiberoTask:

@@ -22,10 +22,9 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-from gymnasium import spaces
 
 from srpo.sim.tabletop.physics import TabletopSim
-from srpo.sim.reset_options import parse_reset_options
+from srpo.sim.interface import env_spaces, parse_reset_options
 from srpo.sim.tabletop.tasks import SPLIT_SIZES, SPLITS, InitialState, Task, get_task
 from srpo.spec import TABLETOP_SPEC, RobotSpec, validate_action
 
@@ -64,11 +63,7 @@ class TabletopEnv(gymnasium.Env):
         self.steps = 0
         self.image_every = 1
         self._blank = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in self.spec_contract.observation.cameras}
-        cams = {c.name: spaces.Box(0, 255, (c.height, c.width, 3), np.uint8) for c in self.spec_contract.observation.cameras}
-        self.observation_space = spaces.Dict(
-            {**cams, "proprio": spaces.Box(-np.inf, np.inf, (self.spec_contract.observation.proprio_dim,), np.float32)}
-        )
-        self.action_space = spaces.Box(-1.0, 1.0, (self.spec_contract.action.dim,), np.float32)
+        self.observation_space, self.action_space = env_spaces(self.spec_contract)
 
     @property
     def instruction(self) -> str:
