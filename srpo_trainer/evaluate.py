@@ -142,19 +142,21 @@ def _plot(summary: dict, path: Path, title: str) -> None:
 
 
 def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path | None = None, progress: bool = True,
-             envs=None, threads: int | None = None) -> dict:
+             envs=None, threads: int | None = None, runner=None) -> dict:
     """Evaluate ``policy``; with ``out`` write eval.json, eval.png and episodes.gif there. Returns the summary.
-    ``envs``: a running vector env to reuse (see ``run_policy_episodes``)."""
+    ``envs``: a running vector env to reuse (see ``run_policy_episodes``). ``runner``: what runs the episodes, with
+    ``run_policy_episodes``'s signature (default: it; a Ray rollout pool's ``run_policy_episodes`` spreads them)."""
     from tqdm import tqdm
 
     tasks = cfg.tasks or list(suite_tasks(cfg.suite))
     jobs = [(t, i) for t in tasks for i in range(cfg.episodes_per_task)]
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     start = time.perf_counter()
-    episodes, clips, _ = run_policy_episodes(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps, cfg.temperature,
-                                             cfg.seed, gif_episodes=cfg.gifs if out else 0,
-                                             on_episode=lambda e: bar.update(), envs=envs,
-                                             threads=threads, suite=cfg.suite, env_options=cfg.env_options())
+    episodes, clips, _ = (runner or run_policy_episodes)(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps,
+                                                         cfg.temperature, cfg.seed, gif_episodes=cfg.gifs if out else 0,
+                                                         on_episode=lambda e: bar.update(), envs=envs,
+                                                         threads=threads, suite=cfg.suite,
+                                                         env_options=cfg.env_options())
     bar.close()
     summary = summarise(episodes)
     summary.update({"policy_version": policy.version, "backend": getattr(policy, "backend", "torch"),

@@ -14,8 +14,11 @@ Rendering is most of a simulated step, and the policy only looks at the observat
 at decision steps (every ``execute_steps``) and at the last step only. An evaluation is unchanged by this; recorded
 episodes then have sparse frames (``Episode.frame_steps``) unless ``record_frames="every_step"`` asks for all.
 
-Sampling noise comes from one ``torch.Generator`` seeded by ``seed``; envs step in lock-step, so a rollout is
-reproducible for a given policy, job list, worker count and seed.
+Sampling noise is per episode: the episode at position i of the job list draws from its own ``torch.Generator``
+seeded by ``episode_seed(seed, i)``, whichever env runs it and whichever episodes share its inference batch. So a
+rollout is reproducible for a given policy, job list and seed, and a job list split over several machines
+(``srpo_trainer/distributed``) samples exactly what one machine would. (Batched inference itself can round
+differently at another batch size, ~1e-7: runs are bit-identical where each policy copy batches the same envs.)
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ from srpo.episodes.builder import EpisodeBuilder
 from srpo.episodes.schema import Episode
 from srpo.runtime.chunker import ActionChunker, ChunkerConfig
 from srpo.runtime.policy import InferencePolicy
-from srpo_trainer.policies.base import Observation, Policy
+from srpo_trainer.policies.base import Observation, Policy, episode_seed
 
 
 def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, int]], split: str, workers: int, execute_steps: int,
                         temperature: float | None, seed: int, record: bool = False, gif_episodes: int = 0,
                         on_episode: Callable[[dict], None] | None = None, envs=None, threads: int | None = None,
                         record_frames: str = "decisions", suite: str = "tabletop",
-                        env_options: dict | None = None) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
+                        env_options: dict | None = None, seeds: list[int] | None = None,
+                        ) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
     """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference.
 
     ``envs``: a running vector env (``make_vector_env``) to reuse, e.g. across RL steps: starting the simulator
@@ -47,6 +51,9 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
     episodes always render every step.
 
     ``suite``/``env_options``: which simulator the workers run (``make_vector_env``); ignored with ``envs``.
+
+    ``seeds``: each job's noise seed (default ``episode_seed(seed, i)`` for job i); a part of a larger job list
+    passes the seeds of its jobs in the whole list.
 
     ``temperature`` None acts with the chunk mean (deterministic), else samples at that temperature.
     Returns per-episode results (task, init_state_id, success, progress, length) in job order, side-by-side camera
@@ -64,7 +71,11 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
     cams = [c.name for c in policy.spec.observation.cameras]
     size = policy.spec.observation.cameras[0].height
     steps = min(execute_steps, policy.chunk_size)
-    gen = torch.Generator().manual_seed(seed)
+    if seeds is None:
+        seeds = [episode_seed(seed, i) for i in range(len(jobs))]
+    elif len(seeds) != len(jobs):
+        raise ValueError(f"{len(seeds)} seeds for {len(jobs)} jobs")
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds] if temperature is not None else []
     if envs is not None:
         venv, n_env = envs, envs.num_envs
         shape = venv.single_action_space.shape
@@ -153,8 +164,8 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                 if temperature is None:
                     chunks = policy.predict_action_chunk(batch)
                 else:
-                    out = policy.sample(batch, temperature, gen)
-                    chunks = out.chunks.numpy()
+                    out = policy.sample(batch, temperature, [generators[current[i][0]] for i in need])
+                    chunks = out.chunks.cpu().numpy()
             actions = np.full((n_env, max_chunk, policy.spec.action.dim), np.nan, np.float32)  # NaN rows: not run
             for j, i in enumerate(need):
                 chunkers[i].push_chunk(np.clip(chunks[j], policy.spec.action.low, policy.spec.action.high))
@@ -164,8 +175,8 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                     if out.means is not None:
                         rec.set_policy_distribution(out.distribution_meta())
                     rec.decide(chunks[j], float(out.log_probs[j]),
-                               None if out.means is None else out.means[j].numpy(),
-                               None if out.log_stds is None else out.log_stds[j].numpy())
+                               None if out.means is None else out.means[j].cpu().numpy(),
+                               None if out.log_stds is None else out.log_stds[j].cpu().numpy())
             obs, _, term, trunc, info = venv.step(actions)
             finished = []
             for i in need:

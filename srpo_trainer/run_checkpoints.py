@@ -17,9 +17,14 @@ import torch
 LATEST = "latest"
 
 
+PLACEMENT_KEYS = ("distributed",)
+"""Config sections that say where a run executes, not what it computes: a run may resume under other values."""
+
+
 def open_run(out: str | os.PathLike, config) -> Path:
     """Create the run folder and record ``config`` (a dataclass) in ``config.yaml``; a folder that holds a run with
-    another config is refused (ValueError), so a re-run with the same command resumes and nothing else mixes in."""
+    another config is refused (ValueError), so a re-run with the same command resumes and nothing else mixes in.
+    The ``PLACEMENT_KEYS`` sections are not compared: a run started locally can resume on a cluster."""
     import dataclasses
 
     import yaml
@@ -28,7 +33,11 @@ def open_run(out: str | os.PathLike, config) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     plain = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, as YAML stores them
     saved = run / "config.yaml"
-    if saved.exists() and yaml.safe_load(saved.read_text()) != plain:
+
+    def what(c: dict) -> dict:
+        return {k: v for k, v in c.items() if k not in PLACEMENT_KEYS}
+
+    if saved.exists() and what(yaml.safe_load(saved.read_text())) != what(plain):
         raise ValueError(f"{run} holds a run with another config; use a new --out or delete {run}")
     saved.write_text(yaml.safe_dump(plain, sort_keys=False))
     return run

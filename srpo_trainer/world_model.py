@@ -293,13 +293,18 @@ class BuiltinEncoder(TrajectoryEncoder):
 
 # --------------------------------------------------------------------------------------------------- training
 def _select(cfg: WorldModelTrainConfig) -> list[Episode]:
+    """The training episodes in an order fixed by their content: file names are random episode ids, and the sample
+    indices depend on the order, so two runs on the same episodes fit the same model."""
+    import hashlib
+
     episodes = []
     for root in [p.strip() for p in cfg.data.split(",") if p.strip()]:
         store = EpisodeStore(root)
         episodes += [store.load(r) for r in store.list(split=cfg.split, strict=True)]
     if not episodes:
         raise ValueError(f"no episodes in {cfg.data} (split={cfg.split})")
-    return episodes
+    return sorted(episodes, key=lambda e: (e.meta.task, str(e.meta.init_state_id),
+                                           hashlib.sha256(np.ascontiguousarray(e.actions).tobytes()).hexdigest()))
 
 
 def train_world_model(cfg: WorldModelTrainConfig, progress: bool = True) -> Path:

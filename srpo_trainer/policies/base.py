@@ -43,6 +43,28 @@ class PolicyOutput:
         return {"family": "gaussian", "space": "normalised", "chunk_correlation": float(self.chunk_correlation)}
 
 
+Generators = torch.Generator | list[torch.Generator] | None
+"""Sampling noise: one generator for the whole batch, or one per batch row (``standard_normal``)."""
+
+
+def standard_normal(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """N(0, 1) noise of ``shape``. With a list of generators, row ``i`` is drawn from generator ``i`` alone: an
+    episode that owns its generator gets the same noise whichever other episodes share its inference batch, so a
+    rollout does not depend on how its episodes were spread over workers."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    rows = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in generator]
+    return torch.stack(rows).to(device) if rows else torch.zeros(shape, dtype=dtype, device=device)
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th episode of a job list sampled with ``seed``: episodes own their noise."""
+    return int(np.random.SeedSequence([int(seed), int(index), 41]).generate_state(1)[0])
+
+
 class Policy(nn.Module, ABC):
     """Abstract VLA policy. Subclasses also provide ``save_pretrained`` / ``from_pretrained``."""
 
@@ -52,8 +74,9 @@ class Policy(nn.Module, ABC):
     backend = "torch"
 
     @abstractmethod
-    def sample(self, obs: Observation, temperature: float = 1.0, generator: torch.Generator | None = None) -> PolicyOutput:
-        """Draw one chunk per batch item; ``temperature`` scales the spread (1.0 = the learned distribution)."""
+    def sample(self, obs: Observation, temperature: float = 1.0, generator: Generators = None) -> PolicyOutput:
+        """Draw one chunk per batch item; ``temperature`` scales the spread (1.0 = the learned distribution).
+        ``generator``: one for the batch, or one per row (``standard_normal``)."""
 
     @abstractmethod
     def log_prob(self, obs: Observation, chunks: torch.Tensor, temperature: float = 1.0,

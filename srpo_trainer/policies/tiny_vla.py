@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from srpo.spec import RobotSpec
-from srpo_trainer.policies.base import Observation, Policy, PolicyOutput, stamp_version
+from srpo_trainer.policies.base import Generators, Observation, Policy, PolicyOutput, stamp_version, standard_normal
 from srpo_trainer.policies.text import BuiltinTextEncoder, ByteTokenizer, HFTextEncoder, HFTokenizer
 from srpo_trainer.processor import NormStats, Processor
 
@@ -235,9 +235,9 @@ class TinyVLAPolicy(Policy):
         mean, log_std = self.model(*self.encode(obs))
         return mean, log_std + math.log(temperature)
 
-    def sample(self, obs: Observation, temperature: float = 1.0, generator: torch.Generator | None = None) -> PolicyOutput:
+    def sample(self, obs: Observation, temperature: float = 1.0, generator: Generators = None) -> PolicyOutput:
         mean, log_std = self.distribution(obs, temperature)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = standard_normal(tuple(mean.shape), generator, mean.dtype, mean.device)
         x = mean + noise * log_std.exp()
         return PolicyOutput(self.processor.unnormalize_actions(x), gaussian_log_prob(x, mean, log_std),
                             mean, torch.broadcast_to(log_std, mean.shape))

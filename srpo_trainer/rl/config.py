@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from srpo.sim.suites import check_suite, resolve_task, splits
 from srpo.config import require_positive
+from srpo_trainer.distributed.config import DistributedConfig
 from srpo_trainer.encoders import ENCODERS
 from srpo_trainer.progress_reward import ProgressRewardConfig
 from srpo_trainer.rl.exploration import RATIOS, ExplorationConfig
@@ -326,6 +327,8 @@ class RLConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Where it runs: locally (default) or on a Ray cluster (``srpo_trainer/distributed``)."""
 
     def __post_init__(self) -> None:
         require_positive(self, "steps", "eval_every", "checkpoint_every", "threads")
@@ -340,9 +343,15 @@ class RLConfig:
         if self.offline.episodes and self.exploration.chunk_correlation > 0:
             raise ValueError("offline training scores the rows a robot executed, which need not be a prefix of the "
                              "chunk: needs exploration.chunk_correlation=0")
+        if self.distributed.learners > 1 and self.update.loss != "ppo_clip":
+            raise ValueError("distributed.learners > 1 distributes the ppo_clip update; update.loss=rwr runs on one "
+                             "learner (distributed.learners=1)")
+        if self.offline.episodes and self.distributed.backend != "local":
+            raise ValueError("offline training (--episodes) reads recorded episodes and rolls nothing out: it runs on "
+                             "distributed.backend=local")
         if self.offline.episodes and self.update.advantage == "progress_gae":
             raise ValueError("update.advantage=progress_gae reads the simulator's privileged progress: not offline")
 
 
-__all__ = ["ADVANTAGES", "ExplorationConfig", "FILTERS", "FilterConfig", "LOSSES", "OfflineConfig", "RLConfig", "RegressionConfig",
+__all__ = ["ADVANTAGES", "DistributedConfig", "ExplorationConfig", "FILTERS", "FilterConfig", "LOSSES", "OfflineConfig", "RLConfig", "RegressionConfig",
            "RewardConfig", "RolloutConfig", "UpdateConfig", "WorldModelFitConfig"]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from srpo_trainer.policies.base import Observation, Policy, PolicyOutput
+from srpo_trainer.policies.base import Generators, Observation, Policy, PolicyOutput, standard_normal
 from srpo_trainer.policies.tiny_vla import gaussian_log_prob_elements
 
 STD_MODES = ("learned", "clamped", "fixed")
@@ -99,15 +99,15 @@ class ExplorationPolicy(Policy):
             log_std = log_std.clamp(math.log(self.cfg.min_std), math.log(self.cfg.max_std))
         return mean, log_std + log_t
 
-    def sample(self, obs: Observation, temperature: float = 1.0, generator: torch.Generator | None = None) -> PolicyOutput:
+    def sample(self, obs: Observation, temperature: float = 1.0, generator: Generators = None) -> PolicyOutput:
         mean, log_std = self.distribution(obs, temperature)
-        z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        z = standard_normal(tuple(mean.shape), generator, mean.dtype, mean.device)
         rho = self.cfg.chunk_correlation
         if rho > 0:
-            shared = torch.randn((mean.shape[0], 1, mean.shape[2]), generator=generator, dtype=mean.dtype)
+            shared = standard_normal((mean.shape[0], 1, mean.shape[2]), generator, mean.dtype, mean.device)
             z = math.sqrt(1 - rho) * z + math.sqrt(rho) * shared
         x = mean + z * log_std.exp()
-        steps = torch.full((mean.shape[0],), mean.shape[1])
+        steps = torch.full((mean.shape[0],), mean.shape[1], device=mean.device)
         logp = chunk_log_prob(x, mean, log_std, steps, rho)
         return PolicyOutput(self.policy.processor.unnormalize_actions(x), logp, mean,
                             torch.broadcast_to(log_std, mean.shape), rho)
@@ -123,7 +123,7 @@ class ExplorationPolicy(Policy):
         x = self.normalise(chunks, mean)
         if per_element:
             return element_log_prob(x, mean, log_std)
-        return chunk_log_prob(x, mean, log_std, torch.full((mean.shape[0],), mean.shape[1]),
+        return chunk_log_prob(x, mean, log_std, torch.full((mean.shape[0],), mean.shape[1], device=mean.device),
                               self.cfg.chunk_correlation)
 
     def predict_action_chunk(self, obs: Observation):
@@ -137,7 +137,7 @@ class ExplorationPolicy(Policy):
         """Entropy (B,) of the whole chunk's exploration distribution (closed form)."""
         mean, log_std = self.distribution(obs, temperature)
         B, K, A = mean.shape
-        steps = torch.full((B,), K)
+        steps = torch.full((B,), K, device=mean.device)
         log_det = _log_det(torch.broadcast_to(log_std, mean.shape), steps, self.cfg.chunk_correlation)
         return 0.5 * log_det + 0.5 * K * A * math.log(2 * math.pi * math.e)
 
@@ -152,7 +152,7 @@ def _step_mask(steps: torch.Tensor, K: int, dtype: torch.dtype) -> torch.Tensor:
     (a robot's asynchronous chunker executes rows that need not start at row 0; ``offline.served_rows``)."""
     if steps.ndim == 2:
         return steps.to(dtype)[..., None]
-    return (torch.arange(K)[None, :] < steps[:, None]).to(dtype)[..., None]
+    return (torch.arange(K, device=steps.device)[None, :] < steps[:, None]).to(dtype)[..., None]
 
 
 def _log_det(log_std: torch.Tensor, steps: torch.Tensor, rho: float) -> torch.Tensor:
@@ -193,7 +193,7 @@ def decision_log_probs(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tenso
     executed steps. The mask (same shape) is 1 where the step ran (``steps[b]`` executed steps per chunk)."""
     B, K, A = x.shape
     if ratio == "chunk":
-        return chunk_log_prob(x, mean, log_std, steps, rho)[:, None], torch.ones(B, 1, dtype=x.dtype)
+        return chunk_log_prob(x, mean, log_std, steps, rho)[:, None], torch.ones(B, 1, dtype=x.dtype, device=x.device)
     if rho > 0:
         raise ValueError("correlated exploration noise needs update.ratio=chunk")
     el = element_log_prob(x, mean, torch.broadcast_to(log_std, x.shape))

@@ -42,6 +42,7 @@ from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
 from srpo.sim.suites import suite_tasks
 from srpo_trainer.datasets import select_episodes
+from srpo_trainer.distributed.update_group import LOCAL, UpdateGroup
 from srpo_trainer.evaluate import EvalConfig, evaluate, paired_difference, wilson_interval
 from srpo_trainer.policies import load_policy
 from srpo_trainer.policies.base import Observation, Policy, stamp_version
@@ -106,9 +107,10 @@ def _step_seed(cfg: RLConfig, step: int, refill: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------- rollout
 def collect(policy: Policy, cfg: RLConfig, step: int, envs=None, record_frames: str | None = None,
-            ) -> tuple[list[Episode], np.ndarray, int]:
+            runner=None) -> tuple[list[Episode], np.ndarray, int]:
     """Roll out the step's groups, refilling while too few pass the filter. Returns episodes, group ids, refills.
-    ``record_frames`` overrides ``cfg.rollout.record_frames``."""
+    ``record_frames`` overrides ``cfg.rollout.record_frames``; ``runner`` runs the episodes (default
+    ``run_policy_episodes`` on ``envs``; the Ray backend's pool spreads them over its actors)."""
     episodes: list[Episode] = []
     groups: list[int] = []
     n, P = cfg.rollout.group_size, cfg.rollout.prompts_per_step
@@ -116,11 +118,10 @@ def collect(policy: Policy, cfg: RLConfig, step: int, envs=None, record_frames: 
     for refill in range(cfg.filter.max_refills + 1):
         prompts = plan_prompts(cfg, step, refill)
         jobs = [p for p in prompts for _ in range(n)]
-        _, _, eps = run_policy_episodes(policy, jobs, "train", cfg.rollout.workers, cfg.rollout.execute_steps,
-                                        cfg.rollout.temperature, _step_seed(cfg, step, refill), record=True,
-                                        envs=envs, threads=cfg.rollout.inference_threads,
-                                        record_frames=record_frames or cfg.rollout.record_frames,
-                                        suite=cfg.rollout.suite)
+        _, _, eps = (runner or run_policy_episodes)(
+            policy, jobs, "train", cfg.rollout.workers, cfg.rollout.execute_steps, cfg.rollout.temperature,
+            _step_seed(cfg, step, refill), record=True, envs=envs, threads=cfg.rollout.inference_threads,
+            record_frames=record_frames or cfg.rollout.record_frames, suite=cfg.rollout.suite)
         episodes += eps
         groups += [refill * P + k for k in range(P) for _ in range(n)]
         refills = refill
@@ -220,6 +221,13 @@ class _Decisions:
     weights: torch.Tensor
     """(N, G) loss weight of every ratio unit (0 where the step did not run), summing to 1 over the batch."""
 
+    def to(self, device: torch.device) -> "_Decisions":
+        """The tensors on the policy's device (a GPU learner); ``_prepare`` builds them on the CPU."""
+        if device.type == "cpu":
+            return self
+        move = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return _Decisions(**{**vars(self), **move})
+
 
 def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: list[np.ndarray], cfg: RLConfig,
              batch: int = 128, is_cap: float | None = None) -> tuple[_Decisions, dict[str, float]]:
@@ -251,21 +259,20 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: li
             mean, log_std = explore.distribution(obs, T)
             x = explore.normalise(chunks, mean)
             log_std = torch.broadcast_to(log_std, mean.shape)
-            lp, m = decision_log_probs(x, mean, log_std, steps[start : start + batch], u.ratio,
-                                       cfg.exploration.chunk_correlation)
+            rows_b = steps[start : start + batch].to(mean.device)
+            lp, m = decision_log_probs(x, mean, log_std, rows_b, u.ratio, cfg.exploration.chunk_correlation)
             if is_cap is None:
-                full.append(chunk_log_prob(x, mean, log_std, torch.full((len(x),), x.shape[1]),
-                                           cfg.exploration.chunk_correlation))
+                full.append(chunk_log_prob(x, mean, log_std, torch.full((len(x),), x.shape[1], device=x.device),
+                                           cfg.exploration.chunk_correlation).cpu())
             else:
-                rows_b = steps[start : start + batch]
-                full.append(chunk_log_prob(x, mean, log_std, rows_b))
+                full.append(chunk_log_prob(x, mean, log_std, rows_b).cpu())
                 behaviour.append(torch.from_numpy(behaviour_log_probs(
-                    x.numpy(), np.stack([episodes[e].chunk_means[j] for e, j in part]),
-                    np.stack([episodes[e].chunk_log_stds[j] for e, j in part]), rows_b.numpy())))
-            means.append(mean)
-            log_stds.append(log_std)
-            logps.append(lp)
-            masks.append(m)
+                    x.cpu().numpy(), np.stack([episodes[e].chunk_means[j] for e, j in part]),
+                    np.stack([episodes[e].chunk_log_stds[j] for e, j in part]), rows_b.cpu().numpy())))
+            means.append(mean.cpu())
+            log_stds.append(log_std.cpu())
+            logps.append(lp.cpu())
+            masks.append(m.cpu())
     mask = torch.cat(masks)
     if u.loss_aggregation == "trajectory_mean":  # every trajectory weighs the same, however many units it has
         per_traj = np.zeros(len(episodes))
@@ -294,9 +301,15 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: li
 
 
 def _minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, idx: np.ndarray,
-                    cfg: RLConfig, reference: Policy | None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+                    cfg: RLConfig, reference: Policy | None, group: UpdateGroup = LOCAL,
+                    ) -> tuple[torch.Tensor, dict[str, float], tuple[float, int]]:
     """PPO-clip loss of the decisions ``idx`` (their share of the batch's weights), its statistics, and the exact
-    KL(old || current) per decision."""
+    KL(old || current) per decision as (sum, count) over all of ``idx``.
+
+    In a distributed update (``group``) this rank computes the loss of its shard of ``idx``, scaled so that DDP's
+    average of the ranks' gradients is the gradient of the whole ``idx`` (``srpo_trainer/distributed``)."""
+    if group.distributed:
+        return _sharded_minibatch_loss(explore, episodes, d, idx, cfg, reference, group)
     u, T, rho = cfg.update, cfg.rollout.temperature, cfg.exploration.chunk_correlation
     obs, chunks = _decision_batch(episodes, [d.items[i] for i in idx])
     mean, log_std = explore.distribution(obs, T)
@@ -318,7 +331,51 @@ def _minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
         info["kl_ref"] = kl_ref.item()
     with torch.no_grad():
         kl = decision_kl(d.old_mean[idx], d.old_log_std[idx], mean, log_std, d.steps[idx], rho)
-    return loss, info, kl
+    return loss, info, (float(kl.sum()), len(kl))
+
+
+def _sharded_minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, idx: np.ndarray,
+                            cfg: RLConfig, reference: Policy | None, group: UpdateGroup,
+                            ) -> tuple[torch.Tensor, dict[str, float], tuple[float, int]]:
+    """This rank's part of ``_minibatch_loss``. The mini-batch loss is a weighted sum over its decisions,
+
+        L = (N / |idx|) sum_{i in idx} w_i l_i  +  kl_coef * sum_{i in idx} w_i k_i / sum_{i in idx} w_i,
+
+    so rank r, holding the decisions ``mine`` of ``idx``, returns ``world`` times the terms over ``mine``; the
+    statistics are weighted over all of ``idx`` and the KL is summed over the ranks."""
+    u, T, rho = cfg.update, cfg.rollout.temperature, cfg.exploration.chunk_correlation
+    mine = group.shard(idx)
+    share = d.weights[mine].sum() if len(mine) else d.weights.new_zeros(())
+    share_all, = group.all_sum(float(share))
+    info: dict[str, float] = {}
+    if not len(mine):  # fewer decisions than ranks: this rank still joins the gradient all-reduce, with zeros
+        zero = sum(p.sum() for p in explore.parameters()) * 0.0
+        keys = ["clip_fraction", "approx_kl", "ratio_mean"] + (["kl_ref"] if reference is not None and u.kl_coef > 0 else [])
+        sums = group.all_sum(0.0, 0, *[0.0] * len(keys))
+        return zero, {k: v / max(share_all, 1e-12) for k, v in zip(keys, sums[2:])}, (sums[0], int(sums[1]))
+    obs, chunks = _decision_batch(episodes, [d.items[i] for i in mine])
+    mean, log_std = explore.distribution(obs, T)
+    x = explore.normalise(chunks, mean)
+    logp, _ = decision_log_probs(x, mean, log_std, d.steps[mine], u.ratio, rho)
+    w = d.weights[mine]
+    local = share.clamp_min(1e-12)
+    loss, info = ppo_clip_loss(logp, d.old_logp[mine], d.advantages[mine], u.clip_low, u.clip_high,
+                               u.log_ratio_clamp, w / local)
+    loss = loss * share * len(d.items) / len(idx)
+    keys = ["clip_fraction", "approx_kl", "ratio_mean"]
+    if reference is not None and u.kl_coef > 0:
+        with torch.no_grad():
+            ref_mean, ref_log_std = reference.distribution(obs, T)
+            logp_ref, _ = decision_log_probs(x, ref_mean, ref_log_std, d.steps[mine], u.ratio, rho)
+        kl_ref = kl_penalty(logp, logp_ref, w / local)
+        loss = loss + u.kl_coef * kl_ref * share / max(share_all, 1e-12)
+        info["kl_ref"] = kl_ref.item()
+        keys.append("kl_ref")
+    with torch.no_grad():
+        kl = decision_kl(d.old_mean[mine], d.old_log_std[mine], mean, log_std, d.steps[mine], rho)
+    sums = group.all_sum(float(kl.sum()), len(kl), *[info[k] * float(share) for k in keys])
+    stats = {k: v / max(share_all, 1e-12) for k, v in zip(keys, sums[2:])}
+    return loss * group.world, stats, (sums[0], int(sums[1]))
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> float:
@@ -330,16 +387,17 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params
     return grad_norm.item()
 
 
-def _batch_kl(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, cfg: RLConfig) -> float:
+def _batch_kl(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, cfg: RLConfig,
+              group: UpdateGroup = LOCAL) -> float:
     """Mean exact KL(old || current) per decision over all of ``d`` under the current parameters."""
     with torch.no_grad():
-        kls = [_minibatch_loss(explore, episodes, d, np.arange(s, min(s + 256, len(d.items))), cfg, None)[2]
+        kls = [_minibatch_loss(explore, episodes, d, np.arange(s, min(s + 256, len(d.items))), cfg, None, group)[2]
                for s in range(0, len(d.items), 256)]
-    return float(torch.cat(kls).mean())
+    return sum(k for k, _ in kls) / max(sum(n for _, n in kls), 1)
 
 
 def gradient_cosine(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, cfg: RLConfig,
-                    rng: np.random.Generator, cap: int = 256) -> float:
+                    rng: np.random.Generator, cap: int = 256, group: UpdateGroup = LOCAL) -> float:
     """Cosine between the policy gradients of two disjoint random halves of the step's decisions (at most ``cap``
     each), at the current parameters: ~1 when the batch agrees on a direction, ~0 when the gradient is noise."""
     perm = rng.permutation(len(d.items))
@@ -349,7 +407,7 @@ def gradient_cosine(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
     grads = []
     for idx in (perm[:half], perm[half : 2 * half]):
         explore.zero_grad(set_to_none=True)
-        loss, _, _ = _minibatch_loss(explore, episodes, d, idx, cfg, None)
+        loss = group.loss(lambda: _minibatch_loss(explore, episodes, d, idx, cfg, None, group)[0])
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in explore.parameters() if p.grad is not None]))
     explore.zero_grad(set_to_none=True)
@@ -360,33 +418,42 @@ def gradient_cosine(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
 
 def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, episodes: list[Episode],
                advantages: list[np.ndarray], cfg: RLConfig, rng: np.random.Generator, reference: Policy | None = None,
-               measure_snr: bool = False, is_cap: float | None = None) -> dict[str, float]:
+               measure_snr: bool = False, is_cap: float | None = None, group: UpdateGroup = LOCAL) -> dict[str, float]:
     """PPO-clip over every decision of ``episodes`` (each trajectory's advantage on each of its ratio units), for up
     to ``update.epochs`` passes, stopped by the KL guard once a mini-batch's mean KL(old || new) per decision
     exceeds ``update.target_kl``. With ``is_cap`` the episodes are off-policy (recorded by earlier versions): the
     ratio is taken against the current (proximal) policy and each decision weighed by its truncated importance
-    weight against the recorded behaviour policy (``_prepare``; decoupled PPO)."""
+    weight against the recorded behaviour policy (``_prepare``; decoupled PPO).
+
+    ``group``: this process's rank of a data-parallel update (``srpo_trainer/distributed``). Every rank runs this
+    function on the same batch with the same ``rng`` state; each mini-batch's decisions are split between them."""
     u = cfg.update
     explore.eval()  # no dropout: the ratio must be exactly 1 before the first step
     d, diag = _prepare(explore, episodes, advantages, cfg, is_cap=is_cap)
+    d = d.to(next(explore.parameters()).device)
     stats: dict[str, list[float]] = {k: [] for k in ("loss", "clip_fraction", "approx_kl", "kl_ref", "grad_norm",
                                                       "ratio_mean", "kl_chunk")}
     out: dict[str, float] = {}
     if measure_snr:
-        out["update/grad_cosine"] = gradient_cosine(explore, episodes, d, cfg, rng)
+        out["update/grad_cosine"] = gradient_cosine(explore, episodes, d, cfg, rng, group=group)
     stopped, n_steps, epochs_done = False, 0, 0
     for _ in range(u.epochs):
         perm = rng.permutation(len(d.items))
         for start in range(0, len(perm), u.minibatch_size):
             idx = perm[start : start + u.minibatch_size]
-            loss, info, kl = _minibatch_loss(explore, episodes, d, idx, cfg, reference)
-            stats["kl_chunk"].append(float(kl.mean()))
-            if u.target_kl is not None and float(kl.mean()) > u.target_kl:
+            loss, info, (kl_sum, kl_n) = group.loss(_minibatch_loss, explore, episodes, d, idx, cfg, reference,
+                                                    group)
+            kl = kl_sum / max(kl_n, 1)
+            stats["kl_chunk"].append(kl)
+            if u.target_kl is not None and kl > u.target_kl:
                 stopped = True  # the policy has moved as far as is safe on this batch
+                if group.distributed:  # every rank stops here (the KL is all-reduced); DDP still expects a backward
+                    (loss * 0.0).backward()
+                    explore.zero_grad(set_to_none=True)
                 break
             stats["grad_norm"].append(_optimizer_step(optimizer, loss, explore.parameters(), u.grad_clip))
             n_steps += 1
-            stats["loss"].append(loss.item())
+            stats["loss"].append(group.all_sum(loss.item() / group.world)[0])  # the whole mini-batch's loss
             for k in ("clip_fraction", "approx_kl", "ratio_mean", "kl_ref"):
                 if k in info:
                     stats[k].append(info[k])
@@ -394,11 +461,11 @@ def ppo_update(explore: ExplorationPolicy, optimizer: torch.optim.Optimizer, epi
             break
         epochs_done += 1
     out.update({f"update/{k}": float(np.mean(v)) for k, v in stats.items() if v})
-    out["update/kl_final"] = kl_final = _batch_kl(explore, episodes, d, cfg)  # the KL actually reached
+    out["update/kl_final"] = kl_final = _batch_kl(explore, episodes, d, cfg, group)  # the KL actually reached
     if u.adaptive_lr and u.target_kl is not None:  # the next RL step starts from a step size that fits the guard
         factor = 1.5 if (kl_final < u.target_kl / 2 and not stopped) else 1 / 1.5 if kl_final > u.target_kl else 1.0
-        for group in optimizer.param_groups:
-            group["lr"] = float(np.clip(group["lr"] * factor, *u.lr_range))
+        for params in optimizer.param_groups:
+            params["lr"] = float(np.clip(params["lr"] * factor, *u.lr_range))
     out["update/lr"] = float(optimizer.param_groups[0]["lr"])
     with torch.no_grad():
         obs, _ = _decision_batch(episodes, d.items[:1])
@@ -471,7 +538,8 @@ def regression_update(policy: Policy, explore: ExplorationPolicy, optimizer: tor
     for step in range(r.steps):
         if u.target_kl is not None and step and step % 25 == 0:
             with torch.no_grad():
-                kl = float(_minibatch_loss(explore, episodes, d, probe, cfg, None)[2].mean())
+                kl_sum, kl_n = _minibatch_loss(explore, episodes, d, probe, cfg, None)[2]
+                kl = kl_sum / max(kl_n, 1)
             if kl > u.target_kl:
                 stopped = True
                 break
@@ -523,7 +591,7 @@ def load_reward_encoder(cfg: RLConfig, path: str | None):
 
 
 # ------------------------------------------------------------------------------------------------------- loop
-def evaluate_heldout(policy: Policy, explore: ExplorationPolicy, cfg: RLConfig, envs=None) -> dict:
+def evaluate_heldout(policy: Policy, explore: ExplorationPolicy, cfg: RLConfig, envs=None, runner=None) -> dict:
     """Held-out success with deterministic (mean) actions and, with ``eval_sampled``, with sampled actions. The
     per-episode outcomes (``eval_episodes/...``, in a fixed order of tasks x states) let runs be compared pairwise;
     the sampling seed is fixed (``EVAL_SEED``), not the run's, so every run sees the same noise."""
@@ -537,7 +605,8 @@ def evaluate_heldout(policy: Policy, explore: ExplorationPolicy, cfg: RLConfig, 
                           episodes_per_task=cfg.eval_episodes_per_task, split="heldout",
                           workers=cfg.rollout.workers, execute_steps=cfg.rollout.execute_steps, seed=EVAL_SEED,
                           gifs=0, temperature=temperature)
-        summary = evaluate(actor, ecfg, progress=False, envs=envs, threads=cfg.rollout.inference_threads)
+        summary = evaluate(actor, ecfg, progress=False, envs=envs, threads=cfg.rollout.inference_threads,
+                           runner=runner)
         row.update({f"{name}/success": summary["success_rate"], f"{name}/progress": summary["mean_progress"],
                     f"{name}/episodes": len(summary["episodes_detail"]),
                     **{f"{name}_task/{t}": v["success_rate"] for t, v in summary["per_task"].items()},
@@ -599,17 +668,12 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
         encoder = load_reward_encoder(cfg, str(run / "world_model" / "final"))
 
     writer = SummaryWriter(str(run / "tb"))
-    from srpo.sim.vector import make_vector_env
-
-    # one set of simulator processes for the whole run: rollouts and evaluations reuse them
-    envs = make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height,
-                           max_chunk=policy.chunk_size, suite=cfg.rollout.suite,
-                           env_options=cfg.rollout.env_options())
+    placement = Placement.start(cfg, policy, optimizer)
     try:
-        history = _train_loop(cfg, run, policy, explore, optimizer, scheduler, rng, reference, memory, encoder, envs,
-                              writer, history, metrics_path, env_steps, start, progress, buffer)
+        history = _train_loop(cfg, run, policy, explore, optimizer, scheduler, rng, reference, memory, encoder,
+                              placement, writer, history, metrics_path, env_steps, start, progress, buffer)
     finally:
-        envs.close()
+        placement.close()
         writer.close()
     policy.save_pretrained(run / "final")
     summary = summarise_run(history, cfg)
@@ -619,15 +683,72 @@ def train_rl(cfg: RLConfig, progress: bool = True) -> Path:
     return run
 
 
+class Placement:
+    """Where the run's rollouts and update execute (``distributed.backend``): one set of local simulator processes
+    for the whole run (rollouts and evaluations reuse them), or a Ray rollout pool and, with several learners, a
+    ``torch.distributed`` learner group (``srpo_trainer/distributed/ray_backend.py``)."""
+
+    def __init__(self, envs=None, pool=None, learners=None, started_ray: bool = False) -> None:
+        self.envs, self.pool, self.learners, self.started_ray = envs, pool, learners, started_ray
+        self.runner = pool.run_policy_episodes if pool is not None else None
+
+    @classmethod
+    def start(cls, cfg: RLConfig, policy: Policy, optimizer: torch.optim.Optimizer) -> "Placement":
+        d = cfg.distributed
+        if d.backend == "local":
+            from srpo.sim.vector import make_vector_env
+
+            return cls(envs=make_vector_env(cfg.rollout.workers, image_size=policy.spec.observation.cameras[0].height,
+                                            max_chunk=policy.chunk_size, suite=cfg.rollout.suite,
+                                            env_options=cfg.rollout.env_options()))
+        import ray
+
+        from srpo_trainer.distributed.ray_backend import LearnerGroup, RayRolloutPool, pack_checkpoint
+
+        started = not ray.is_initialized() and not d.address
+        placement = cls(started_ray=started)
+        try:
+            placement.pool = RayRolloutPool(d, policy, cfg.exploration, cfg.rollout.suite, cfg.rollout.env_options(),
+                                            threads=cfg.rollout.inference_threads)
+            placement.runner = placement.pool.run_policy_episodes
+            if d.learners > 1:
+                placement.learners = LearnerGroup(d, cfg, pack_checkpoint(load_policy(cfg.init)), policy, optimizer)
+        except BaseException:
+            placement.close()
+            raise
+        return placement
+
+    def update(self, explore: ExplorationPolicy, optimizer, episodes: list[Episode], advantages: list[np.ndarray],
+               cfg: RLConfig, rng: np.random.Generator, reference, measure_snr: bool) -> dict[str, float]:
+        if self.learners is None:
+            return ppo_update(explore, optimizer, episodes, advantages, cfg, rng, reference, measure_snr=measure_snr)
+        return self.learners.update(explore.policy, optimizer, episodes, advantages, rng, measure_snr)
+
+    def before_checkpoint(self, optimizer) -> None:
+        if self.learners is not None:
+            self.learners.sync_optimizer(optimizer)
+
+    def close(self) -> None:
+        for part in (self.envs, self.pool, self.learners):
+            if part is not None:
+                part.close()
+        if self.started_ray:
+            import ray
+
+            ray.shutdown()
+
+
 def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPolicy, optimizer, scheduler,
-                rng: np.random.Generator, reference, memory, encoder, envs, writer, history: list[dict],
-                metrics_path: Path, env_steps: int, start: int, progress: bool,
+                rng: np.random.Generator, reference, memory, encoder, placement: Placement, writer,
+                history: list[dict], metrics_path: Path, env_steps: int, start: int, progress: bool,
                 buffer: RegressionBuffer | None = None) -> list[dict]:
     from tqdm import tqdm
 
+    envs, runner = placement.envs, placement.runner
+
     if start == 0 and cfg.eval_episodes_per_task and cfg.eval_start:
         t0 = time.perf_counter()
-        row = {"step": 0, "env_steps": 0, "trajectories": 0, **evaluate_heldout(policy, explore, cfg, envs),
+        row = {"step": 0, "env_steps": 0, "trajectories": 0, **evaluate_heldout(policy, explore, cfg, envs, runner),
                "time/eval_s": time.perf_counter() - t0}
         log_metrics(row, writer, metrics_path)
         history.append(row)
@@ -640,7 +761,8 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         needs_world_model = cfg.reward.mode == "srpo" and encoder is None
         # the world model learns from frames h steps apart: the rollouts it is fitted on render every step
         stamp_version(policy, f"rl:{run.name}")  # the rollouts' episodes name exactly the weights that acted
-        episodes, groups, refills = collect(explore, cfg, step, envs, "every_step" if needs_world_model else None)
+        episodes, groups, refills = collect(explore, cfg, step, envs, "every_step" if needs_world_model else None,
+                                            runner)
         t_rollout = time.perf_counter() - t0
         success = np.array([e.meta.success for e in episodes])
         env_steps += sum(e.length for e in episodes)
@@ -675,8 +797,8 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
             update = regression_update(policy, explore, optimizer, buffer, episodes, cfg, rng)
         elif kept:
             snr = cfg.update.grad_snr_every > 0 and done % cfg.update.grad_snr_every == 0
-            update = ppo_update(explore, optimizer, kept, [a for a, k in zip(advantages, keep) if k], cfg, rng,
-                                reference, measure_snr=snr)
+            update = placement.update(explore, optimizer, kept, [a for a, k in zip(advantages, keep) if k], cfg,
+                                      rng, reference, snr)
         t_update = time.perf_counter() - t0
         fallbacks = Counter(d.fallback for d in diags.values() if d.fallback)
         row = {
@@ -699,7 +821,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
             row["time/world_model_fit_s"] = t_world_model
         if cfg.eval_episodes_per_task and (done % cfg.eval_every == 0 or done == cfg.steps):
             t0 = time.perf_counter()
-            row.update(evaluate_heldout(policy, explore, cfg, envs))
+            row.update(evaluate_heldout(policy, explore, cfg, envs, runner))
             row["time/eval_s"] = time.perf_counter() - t0
         log_metrics(row, writer, metrics_path)
         history.append(row)
@@ -708,6 +830,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             # the success memory is part of the checkpoint: written before ``latest`` names it, so a resume never
             # finds a checkpoint without the memory it was taken with
+            placement.before_checkpoint(optimizer)
             save_run_checkpoint(run, done, policy.save_pretrained, optimizer, scheduler, rng,
                                 save_extra=memory.save_into if memory is not None else None)
     return history

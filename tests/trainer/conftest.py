@@ -52,3 +52,15 @@ def demo_store(tmp_path_factory) -> EpisodeStore:
             store.write(expert_episode(env, task, "train", i))
     env.close()
     return store
+
+
+@pytest.fixture(scope="session")
+def sft_start(demo_store, tmp_path_factory):
+    """A policy fitted for a few hundred steps on the demo states: it solves them sometimes, so RL groups are mixed
+    and advantages are non-zero (an untrained policy fails every rollout and the update would have nothing to do)."""
+    from srpo_trainer.policies.tiny_vla import TinyVLAConfig
+    from srpo_trainer.sft import SFTConfig, train_sft
+
+    out = tmp_path_factory.mktemp("sft_start")
+    return train_sft(SFTConfig(data=str(demo_store.root), out=str(out), steps=300, batch_size=16, checkpoint_every=300,
+                               policy=TinyVLAConfig(**SMALL)), progress=False)

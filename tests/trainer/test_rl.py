@@ -130,18 +130,20 @@ def _tiny_run(tmp_path, init, demos, name, extra=()):
             *extra]
 
 
-@pytest.fixture(scope="module")
-def sft_start(demo_store, tmp_path_factory):
-    """A policy fitted for a few hundred steps on the demo states: it solves them sometimes, so RL groups are mixed
-    and advantages are non-zero (an untrained policy fails every rollout and the update would have nothing to do)."""
-    from srpo_trainer.policies.tiny_vla import TinyVLAConfig
-    from srpo_trainer.sft import SFTConfig, train_sft
-
-    from .conftest import SMALL
-
-    out = tmp_path_factory.mktemp("sft_start")
-    return train_sft(SFTConfig(data=str(demo_store.root), out=str(out), steps=300, batch_size=16, checkpoint_every=300,
-                               policy=TinyVLAConfig(**SMALL)), progress=False)
+def kill_at_checkpoint(args: list[str], run, checkpoint: str, env: dict) -> None:
+    """Start ``srpo args`` and SIGKILL its whole process group (simulators, Ray included) as soon as ``run``'s
+    ``latest`` checkpoint pointer names ``checkpoint``."""
+    proc = subprocess.Popen([sys.executable, "-m", "srpo_cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    pointer = run / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if pointer.is_file() and pointer.read_text().strip() == checkpoint:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
 
 
 def _without_times(rows):
@@ -199,17 +201,7 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, sft_start, demo_store):
 
     # killed (the whole process group, simulator workers included) once step 2's checkpoint is in place
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "srpo_cli", *_tiny_run(tmp_path, init, demo_store.root, "cut")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    pointer = cut / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if pointer.is_file() and pointer.read_text().strip() == "step_0000002":
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
+    kill_at_checkpoint(_tiny_run(tmp_path, init, demo_store.root, "cut"), cut, "step_0000002", env)
     r = srpo(*_tiny_run(tmp_path, init, demo_store.root, "cut"))
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout
