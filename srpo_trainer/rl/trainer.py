@@ -304,78 +304,46 @@ def _minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Dec
                     cfg: RLConfig, reference: Policy | None, group: UpdateGroup = LOCAL,
                     ) -> tuple[torch.Tensor, dict[str, float], tuple[float, int]]:
     """PPO-clip loss of the decisions ``idx`` (their share of the batch's weights), its statistics, and the exact
-    KL(old || current) per decision as (sum, count) over all of ``idx``.
-
-    In a distributed update (``group``) this rank computes the loss of its shard of ``idx``, scaled so that DDP's
-    average of the ranks' gradients is the gradient of the whole ``idx`` (``srpo_trainer/distributed``)."""
-    if group.distributed:
-        return _sharded_minibatch_loss(explore, episodes, d, idx, cfg, reference, group)
-    u, T, rho = cfg.update, cfg.rollout.temperature, cfg.exploration.chunk_correlation
-    obs, chunks = _decision_batch(episodes, [d.items[i] for i in idx])
-    mean, log_std = explore.distribution(obs, T)
-    x = explore.normalise(chunks, mean)
-    logp, _ = decision_log_probs(x, mean, log_std, d.steps[idx], u.ratio, rho)
-    w = d.weights[idx]
-    # ppo_clip_loss takes the weighted mean over the mini-batch; scaled by the mini-batch's share of the batch's
-    # weight, the mini-batch losses are unbiased estimates of the whole batch's weighted loss
-    share = w.sum().clamp_min(1e-12)
-    loss, info = ppo_clip_loss(logp, d.old_logp[idx], d.advantages[idx], u.clip_low, u.clip_high, u.log_ratio_clamp,
-                               w / share)
-    loss = loss * share * len(d.items) / len(idx)
-    if reference is not None and u.kl_coef > 0:
-        with torch.no_grad():
-            ref_mean, ref_log_std = reference.distribution(obs, T)
-            logp_ref, _ = decision_log_probs(x, ref_mean, ref_log_std, d.steps[idx], u.ratio, rho)
-        kl_ref = kl_penalty(logp, logp_ref, w / share)
-        loss = loss + u.kl_coef * kl_ref
-        info["kl_ref"] = kl_ref.item()
-    with torch.no_grad():
-        kl = decision_kl(d.old_mean[idx], d.old_log_std[idx], mean, log_std, d.steps[idx], rho)
-    return loss, info, (float(kl.sum()), len(kl))
-
-
-def _sharded_minibatch_loss(explore: ExplorationPolicy, episodes: list[Episode], d: _Decisions, idx: np.ndarray,
-                            cfg: RLConfig, reference: Policy | None, group: UpdateGroup,
-                            ) -> tuple[torch.Tensor, dict[str, float], tuple[float, int]]:
-    """This rank's part of ``_minibatch_loss``. The mini-batch loss is a weighted sum over its decisions,
+    KL(old || current) per decision as (sum, count) over all of ``idx``. The loss is a weighted sum over decisions,
 
         L = (N / |idx|) sum_{i in idx} w_i l_i  +  kl_coef * sum_{i in idx} w_i k_i / sum_{i in idx} w_i,
 
-    so rank r, holding the decisions ``mine`` of ``idx``, returns ``world`` times the terms over ``mine``; the
-    statistics are weighted over all of ``idx`` and the KL is summed over the ranks."""
+    (ppo_clip_loss takes the weighted mean over the mini-batch; scaled by the mini-batch's share of the batch's
+    weight, the mini-batch losses are unbiased estimates of the whole batch's weighted loss). In a distributed update
+    (``group``) this rank holds the decisions ``mine`` of ``idx`` and returns ``world`` times their terms, so DDP's
+    average of the ranks' gradients is the gradient of the whole ``idx``; statistics and KL are summed over ranks."""
     u, T, rho = cfg.update, cfg.rollout.temperature, cfg.exploration.chunk_correlation
+    penalised = reference is not None and u.kl_coef > 0
+    keys = ["clip_fraction", "approx_kl", "ratio_mean"] + (["kl_ref"] if penalised else [])
     mine = group.shard(idx)
-    share = d.weights[mine].sum() if len(mine) else d.weights.new_zeros(())
-    share_all, = group.all_sum(float(share))
-    info: dict[str, float] = {}
-    if not len(mine):  # fewer decisions than ranks: this rank still joins the gradient all-reduce, with zeros
-        zero = sum(p.sum() for p in explore.parameters()) * 0.0
-        keys = ["clip_fraction", "approx_kl", "ratio_mean"] + (["kl_ref"] if reference is not None and u.kl_coef > 0 else [])
+    if not len(mine):  # fewer decisions than ranks: this rank still joins every all-reduce, with zeros
+        share_all, = group.all_sum(0.0)
         sums = group.all_sum(0.0, 0, *[0.0] * len(keys))
+        zero = sum(p.sum() for p in explore.parameters()) * 0.0
         return zero, {k: v / max(share_all, 1e-12) for k, v in zip(keys, sums[2:])}, (sums[0], int(sums[1]))
     obs, chunks = _decision_batch(episodes, [d.items[i] for i in mine])
     mean, log_std = explore.distribution(obs, T)
     x = explore.normalise(chunks, mean)
     logp, _ = decision_log_probs(x, mean, log_std, d.steps[mine], u.ratio, rho)
     w = d.weights[mine]
-    local = share.clamp_min(1e-12)
+    share = w.sum().clamp_min(1e-12)
+    share_all, = group.all_sum(float(share))
     loss, info = ppo_clip_loss(logp, d.old_logp[mine], d.advantages[mine], u.clip_low, u.clip_high,
-                               u.log_ratio_clamp, w / local)
+                               u.log_ratio_clamp, w / share)
     loss = loss * share * len(d.items) / len(idx)
-    keys = ["clip_fraction", "approx_kl", "ratio_mean"]
-    if reference is not None and u.kl_coef > 0:
+    if penalised:
         with torch.no_grad():
             ref_mean, ref_log_std = reference.distribution(obs, T)
             logp_ref, _ = decision_log_probs(x, ref_mean, ref_log_std, d.steps[mine], u.ratio, rho)
-        kl_ref = kl_penalty(logp, logp_ref, w / local)
-        loss = loss + u.kl_coef * kl_ref * share / max(share_all, 1e-12)
+        kl_ref = kl_penalty(logp, logp_ref, w / share)
+        loss = loss + u.kl_coef * kl_ref * (share / share_all)  # the factor is exactly 1 in one process
         info["kl_ref"] = kl_ref.item()
-        keys.append("kl_ref")
     with torch.no_grad():
         kl = decision_kl(d.old_mean[mine], d.old_log_std[mine], mean, log_std, d.steps[mine], rho)
+    if not group.distributed:
+        return loss, info, (float(kl.sum()), len(kl))
     sums = group.all_sum(float(kl.sum()), len(kl), *[info[k] * float(share) for k in keys])
-    stats = {k: v / max(share_all, 1e-12) for k, v in zip(keys, sums[2:])}
-    return loss * group.world, stats, (sums[0], int(sums[1]))
+    return loss * group.world, {k: v / share_all for k, v in zip(keys, sums[2:])}, (sums[0], int(sums[1]))
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> float:
