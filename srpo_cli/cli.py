@@ -178,6 +178,8 @@ def _frames_side_by_side(images: dict[str, np.ndarray]) -> np.ndarray:
 def cmd_sim_render(args: argparse.Namespace) -> int:
     import imageio.v2 as imageio
 
+    if args.perturb and str(args.out).endswith(".png"):
+        return _perturbation_sheet(args)
     if args.episode:
         from srpo.episodes.mcap_io import CorruptEpisodeError, read_episode
 
@@ -191,10 +193,10 @@ def cmd_sim_render(args: argparse.Namespace) -> int:
 
         _check_suite(args.suite)
         try:
-            env = TabletopEnv(task=args.task, image_size=args.size)
-        except KeyError as exc:
+            env = TabletopEnv(task=args.task, image_size=args.size, perturb=args.perturb)
+            ep = expert_episode(env, args.task, args.split, args.init_state, noise_std=args.noise)
+        except (KeyError, ValueError) as exc:
             raise SystemExit(f"error: {exc.args[0]}") from exc
-        ep = expert_episode(env, args.task, args.split, args.init_state, noise_std=args.noise)
         env.close()
     frames = _frames_side_by_side(ep.images)
     out = Path(args.out)
@@ -202,6 +204,51 @@ def cmd_sim_render(args: argparse.Namespace) -> int:
     imageio.mimsave(out, list(frames), duration=1000 / args.fps, loop=0)
     m = ep.meta
     print(f"{m.task} ({m.instruction!r}) {m.split} #{m.init_state_id}: success={m.success}, {m.length} steps -> {out}")
+    return 0
+
+
+def _perturbation_sheet(args: argparse.Namespace) -> int:
+    """A contact sheet: one row per named dimension, levels 0-3 across, both cameras of the first observation of
+    (task, held-out state), the instruction under each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from srpo.sim.tabletop.env import TabletopEnv
+    from srpo.sim.tabletop.perturbations import DIMENSIONS, LEVELS, PerturbationError, parse_perturbations
+
+    names = list(DIMENSIONS) if args.perturb == "all" else [p.split(":")[0].strip() for p in args.perturb.split(",")]
+    try:
+        for name in names:
+            parse_perturbations({name: 1})
+        if args.split != "heldout":
+            raise PerturbationError("perturbations apply to held-out states only (--split heldout)")
+    except PerturbationError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    fig, axes = plt.subplots(len(names), len(LEVELS), figsize=(3.2 * len(LEVELS), 1.95 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        for c, level in enumerate(LEVELS):
+            env = TabletopEnv(task=args.task, image_size=args.size, perturb={name: level})
+            obs, info = env.reset(options={"split": "heldout", "init_state_id": args.init_state})
+            env.close()
+            ax = axes[r, c]
+            ax.imshow(np.concatenate([obs["agentview"], obs["wrist"]], axis=1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f'"{info["instruction"]}"', fontsize=6)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0:
+                ax.set_title(f"level {level}", fontsize=9)
+    fig.suptitle(f"{args.task}, held-out state {args.init_state}: agentview | wrist at reset", fontsize=10)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"{len(names)} dimensions x {len(LEVELS)} levels -> {out}")
     return 0
 
 
@@ -423,7 +470,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # flags override the YAML only when given; key=value overrides come last and win over both
     flags = {"suite": args.suite, "split": args.split, "episodes_per_task": args.episodes_per_task,
              "workers": args.workers, "tasks": "[" + ",".join(f"'{t.strip()}'" for t in args.tasks.split(",")) + "]" if args.tasks else None,
-             "max_steps": args.max_steps, "fast_render": "true" if args.fast_render else None}
+             "max_steps": args.max_steps, "fast_render": "true" if args.fast_render else None,
+             "perturb": f"'{args.perturb}'" if args.perturb else None}
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
     try:
         cfg = load_config(EvalConfig, args.config, overrides)
@@ -438,10 +486,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from srpo_trainer.evaluate import evaluate_robustness
 
             report = evaluate_robustness(policy, cfg, [p for p in args.perturbations.split(",") if p], args.out)
+        elif args.probe:
+            from srpo_trainer.evaluate import instruction_probe
+
+            report = instruction_probe(policy, cfg, args.out, pairs=args.probe)
         else:
             summary = evaluate(policy, cfg, args.out)
     except (ConfigError, CheckpointError, BackendUnavailable, ModelIntegrityError, ValueError, ImportError) as exc:
         raise SystemExit(f"error: {exc}") from exc
+    if args.probe:
+        o = report["overall"]
+        print(f"{policy.version}: given another task's instruction on {o['episodes']} held-out starts, did the "
+              f"instructed task {o['instructed']:.1%}, the layout's own task {o['original']:.1%}, neither "
+              f"{o['neither']:.1%} -> {args.out}/probe.json")
+        for pair, r in report["pairs"].items():
+            print(f"  {pair:52s} instructed {r['instructed']:6.1%}  original {r['original']:6.1%}")
+        return 0
     if args.perturbations:
         b = report["base"]
         print(f"{policy.version} on {cfg.suite} ({cfg.split}): {b['success_rate']:.1%} (95% CI {b['ci95'][0]:.1%}-"
@@ -529,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-state", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="camera resolution for a new rollout")
     p.add_argument("--noise", type=float, default=0.0, help="expert action noise std")
+    p.add_argument("--perturb", help="held-out states: DIM:LEVEL[,...] perturbs the rollout; with --out X.png, a "
+                   "contact sheet of the named dimensions (or 'all') at levels 0-3")
     p.add_argument("--fps", type=float, default=20.0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sim_render)
@@ -589,6 +651,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "a CPU, other pixels; recorded in the results)")
     p.add_argument("--perturbations", help="LIBERO-PRO: comma-separated lan,object,swap,task: evaluate the suite and "
                    "each perturbed version, report the relative drop (robustness.json, robustness.png)")
+    p.add_argument("--perturb", help="tabletop, held-out states: DIM:LEVEL[,DIM:LEVEL...] with DIM in camera, "
+                   "lighting, table, noise, robot_init, layout, language and LEVEL 0-3 (0: unperturbed)")
+    p.add_argument("--probe", nargs="?", const="next", choices=("next", "all"),
+                   help="tabletop instruction-following probe: each task's held-out starts with another task's "
+                   "instruction (next: the next task's; all: every pair); writes probe.json and probe.png")
     p.add_argument("--tasks", default="", help="comma-separated tasks (default: all)")
     p.add_argument("--workers", type=int, help="simulator processes (default: 2)")
     p.add_argument("--config", help="YAML file with EvalConfig fields (flags and key=value overrides win over it)")

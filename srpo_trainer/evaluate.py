@@ -53,6 +53,8 @@ class EvalConfig:
     fast_render: bool = False
     """LIBERO: shadows, multisampling and reflections off (about 3x faster on a CPU; other pixels than the reference
     renderer). Recorded in the results."""
+    perturb: str | None = None
+    """tabletop, held-out states only: ``DIM:LEVEL[,DIM:LEVEL...]`` (``srpo/sim/tabletop/perturbations.py``)."""
 
     def __post_init__(self) -> None:
         check_suite(self.suite)
@@ -69,11 +71,23 @@ class EvalConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.fast_render and self.suite == "tabletop":
             raise ValueError("fast_render is a LIBERO option (tabletop always renders cheaply)")
+        if self.perturb:
+            from srpo.sim.tabletop.perturbations import format_perturbations, parse_perturbations
+
+            if self.suite != "tabletop":
+                raise ValueError("perturb is a tabletop option (LIBERO-PRO's variants: --perturbations)")
+            if self.split != "heldout":
+                raise ValueError("perturbations apply to held-out states only (split=heldout)")
+            self.perturb = format_perturbations(parse_perturbations(self.perturb))
+            if self.perturb == "none":
+                self.perturb = None
 
     def env_options(self) -> dict:
         options: dict = {"max_steps": self.max_steps} if self.max_steps else {}
         if self.fast_render:
             options["fast_render"] = True
+        if self.perturb:
+            options["perturb"] = self.perturb
         return options
 
 
@@ -168,7 +182,8 @@ def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path 
         (out / "eval.json").write_text(json.dumps(summary, indent=2))
         label = f"{cfg.suite} {cfg.split}" + (" (published protocol)" if cfg.split == "standard" else "")
         _plot(summary, out / "eval.png", f"{policy.version} on {label} ({cfg.episodes_per_task} ep/task)"
-              + (", fast render" if cfg.fast_render else "") + (f", cut at {cfg.max_steps} steps" if cfg.max_steps else ""))
+              + (", fast render" if cfg.fast_render else "") + (f", cut at {cfg.max_steps} steps" if cfg.max_steps else "")
+              + (f", perturbed {cfg.perturb}" if cfg.perturb else ""))
         if clips:
             import imageio.v2 as imageio
 
@@ -176,13 +191,21 @@ def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path 
     return summary
 
 
-def relative_drop(base: np.ndarray, perturbed: np.ndarray, samples: int = 2000, seed: int = 0) -> dict:
-    """LIBERO-Plus's robustness measure, 1 - success(perturbed) / success(base), with a 95% bootstrap interval
-    (episodes resampled independently within each run: the perturbed scenes are not paired with the base ones)."""
+def relative_drop(base: np.ndarray, perturbed: np.ndarray, samples: int = 2000, seed: int = 0,
+                  paired: bool = False) -> dict:
+    """LIBERO-Plus's robustness measure, 1 - success(perturbed) / success(base), with a 95% bootstrap interval.
+    Episodes are resampled independently within each run (LIBERO-PRO's perturbed scenes are not paired with the
+    base ones) or, with ``paired``, as pairs: tabletop's perturbations start from the same held-out states."""
     base, perturbed = np.asarray(base, np.float64), np.asarray(perturbed, np.float64)
     rng = np.random.default_rng(seed)
-    b = rng.choice(base, (samples, len(base))).mean(1)
-    p = rng.choice(perturbed, (samples, len(perturbed))).mean(1)
+    if paired:
+        if len(base) != len(perturbed):
+            raise ValueError(f"paired episodes need equal counts, got {len(base)} and {len(perturbed)}")
+        idx = rng.integers(len(base), size=(samples, len(base)))
+        b, p = base[idx].mean(1), perturbed[idx].mean(1)
+    else:
+        b = rng.choice(base, (samples, len(base))).mean(1)
+        p = rng.choice(perturbed, (samples, len(perturbed))).mean(1)
     ok = b > 0
     drops = 1 - p[ok] / b[ok]
     point = 1 - perturbed.mean() / base.mean() if base.mean() > 0 else float("nan")
@@ -227,6 +250,98 @@ def evaluate_robustness(policy: Policy | InferencePolicy, cfg: EvalConfig, pertu
         (out / "robustness.json").write_text(json.dumps(report, indent=2))
         _plot_robustness(report, out / "robustness.png")
     return report
+
+
+# tasks whose goal holds in other tasks' start states (a closed drawer) or whose start state satisfies another task's
+# goal (close_drawer starts open): a probe pair with them would score a success nobody performed
+PROBE_EXCLUDED = ("close_drawer",)
+
+
+def probe_pairs(tasks: list[str], which: str = "next") -> list[tuple[str, str]]:
+    """(layout task, instructed task) pairs: ``next`` gives each task's layout the instruction of the next task in
+    the list (cyclically), ``all`` every ordered pair."""
+    tasks = [t for t in tasks if t not in PROBE_EXCLUDED]
+    if len(tasks) < 2:
+        raise ValueError(f"the instruction probe needs two tasks besides {PROBE_EXCLUDED}, got {tasks}")
+    if which == "all":
+        return [(a, b) for a in tasks for b in tasks if a != b]
+    if which != "next":
+        raise ValueError(f"probe pairs must be 'next' or 'all', got {which!r}")
+    return [(a, tasks[(k + 1) % len(tasks)]) for k, a in enumerate(tasks)]
+
+
+def instruction_probe(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path | None = None,
+                      pairs: str = "next", progress: bool = True, runner=None, envs=None,
+                      threads: int | None = None) -> dict:
+    """Does the policy do what it is told, or what the scene suggests? From task T's held-out initial states it gets
+    task U's instruction (``probe_pairs``); each episode counts as ``instructed`` (U's goal reached), ``original``
+    (T's goal reached instead) or neither. A policy that ignores language scores as often on T as it would with T's
+    own instruction, and rarely on U. With ``out``: probe.json and probe.png. ``runner`` as in ``evaluate``."""
+    if cfg.suite != "tabletop":
+        raise ValueError("the instruction probe runs on tabletop (one scene serves every task)")
+    from tqdm import tqdm
+
+    chosen = probe_pairs(cfg.tasks or list(suite_tasks(cfg.suite)), pairs)
+    jobs = [(u, i, {"layout_of": t}) for t, u in chosen for i in range(cfg.episodes_per_task)]
+    bar = tqdm(total=len(jobs), desc="probe", unit="ep", disable=not progress)
+    results, _, _ = (runner or run_policy_episodes)(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps,
+                                                    cfg.temperature, cfg.seed, on_episode=lambda e: bar.update(),
+                                                    envs=envs, threads=threads, suite=cfg.suite,
+                                                    env_options=cfg.env_options())
+    bar.close()
+    report = score_probe(chosen, results, cfg.episodes_per_task)
+    report.update({"policy_version": policy.version, "config": asdict(cfg)})
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "probe.json").write_text(json.dumps(report, indent=2))
+        _plot_probe(report, out / "probe.png", f"{policy.version}: instruction probe ({cfg.episodes_per_task} "
+                    f"held-out states per pair)" + (f", perturbed {cfg.perturb}" if cfg.perturb else ""))
+    return report
+
+
+def score_probe(pairs: list[tuple[str, str]], results: list[dict], per_pair: int) -> dict:
+    """Rates (with Wilson 95% intervals) of instructed / original / neither, per pair and over all episodes."""
+    def rates(rows: list[dict]) -> dict:
+        n = len(rows)
+        out = {"episodes": n}
+        for key, hit in (("instructed", lambda r: r["success"]), ("original", lambda r: r["layout_task_success"]),
+                         ("neither", lambda r: not r["success"] and not r["layout_task_success"])):
+            k = sum(1 for r in rows if hit(r))
+            out[key] = k / n if n else 0.0
+            out[f"{key}_ci95"] = list(wilson_interval(k, n))
+        return out
+
+    if any("layout_task_success" not in r for r in results):
+        raise ValueError("probe episodes must report layout_task_success (tabletop's layout_of reset option)")
+    per = {f"{t} -> {u}": rates(results[k * per_pair : (k + 1) * per_pair]) for k, (t, u) in enumerate(pairs)}
+    return {"pairs": per, "overall": rates(results)}
+
+
+def _plot_probe(report: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["pairs"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 3.8))
+    for offset, key, colour, label in ((-0.2, "instructed", "tab:green", "did the instructed task"),
+                                       (0.2, "original", "tab:red", "did the layout's own task instead")):
+        y = np.array([100 * report["pairs"][n][key] for n in names])
+        ci = np.array([report["pairs"][n][f"{key}_ci95"] for n in names]) * 100
+        ax.bar(x + offset, y, 0.4, yerr=[y - ci[:, 0], ci[:, 1] - y], capsize=2, color=colour, label=label)
+    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=6)
+    ax.set_ylabel("episodes (%), 95% CI")
+    ax.set_ylim(0, 105)
+    o = report["overall"]
+    ax.set_title(f"{title}\noverall: instructed {100 * o['instructed']:.0f}%, original {100 * o['original']:.0f}%, "
+                 f"neither {100 * o['neither']:.0f}% of {o['episodes']}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _plot_robustness(report: dict, path: Path) -> None:

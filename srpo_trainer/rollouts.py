@@ -41,7 +41,8 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                         record_frames: str = "decisions", suite: str = "tabletop",
                         env_options: dict | None = None, seeds: list[int] | None = None,
                         ) -> tuple[list[dict], list[np.ndarray], list[Episode]]:
-    """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference.
+    """Run one episode per (task, init_state_id) job on ``workers`` env processes with batched inference. A job
+    may carry a third element, extra reset options of its env (``{"layout_of": T}``: the instruction probe).
 
     ``envs``: a running vector env (``make_vector_env``) to reuse, e.g. across RL steps: starting the simulator
     processes costs seconds per call. It is left open; without it one is started and closed here.
@@ -108,9 +109,10 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
         for i in slots:
             if pending:
                 current[i] = pending.pop(0)
-                task, init = current[i][1]
+                task, init, *extra = current[i][1]
                 dense = current[i][0] < gif_episodes or (record and record_frames == "every_step")
-                per_env[i] = {"task": task, "split": split, "init_state_id": init, "image_every": 1 if dense else steps}
+                per_env[i] = {"task": task, "split": split, "init_state_id": init, "image_every": 1 if dense else steps,
+                              **(extra[0] if extra else {})}
                 lengths[i], fresh_at[i] = 0, 0
                 chunkers[i].reset()
             else:
@@ -126,7 +128,7 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                 if current[i][0] < gif_episodes:
                     gifs[current[i][0]] = [np.concatenate([obs[c][i] for c in cams], axis=1)]
                 if record:
-                    task, init = current[i][1]
+                    task, init = current[i][1][:2]
                     recorders[i] = EpisodeBuilder(spec_dict, task=task, instruction=instructions[i], source="sim",
                                                   policy_version=policy.version, suite=suite,
                                                   init_state_id=init, split=split, seed=seed)
@@ -135,9 +137,11 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
                                          float(info["progress"][i]))
 
     def finish(i: int, info: dict) -> None:
-        index, (task, init) = current[i]
+        index, (task, init, *_) = current[i]
         results[index] = {"task": task, "init_state_id": init, "success": bool(info["success"][i]),
                           "progress": float(info["progress"][i]), "length": lengths[i]}
+        if "layout_task_success" in info and info["_layout_task_success"][i]:  # the instruction-following probe
+            results[index]["layout_task_success"] = bool(info["layout_task_success"][i])
         if record:
             episodes[index] = recorders[i].finish(results[index]["success"], results[index]["progress"])
         if on_episode:

@@ -36,3 +36,19 @@ def policy_ep(expert_ep):
     ep.chunks = rng.uniform(-1, 1, (len(steps), 8, 7)).astype(np.float32)
     ep.chunk_log_probs = rng.normal(-20, 3, len(steps)).astype(np.float32)
     return ep
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A small random-weight TinyVLA checkpoint at 32x32 (evaluation plumbing, not skill)."""
+    import torch
+
+    from srpo.runtime.processing import NormStats
+    from srpo.spec import TABLETOP_SPEC
+    from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
+
+    torch.manual_seed(0)
+    stats = NormStats(np.zeros(7), np.ones(7) * 0.5, np.zeros(8), np.ones(8))
+    policy = TinyVLAPolicy(TinyVLAConfig(d_model=32, n_heads=2, n_layers=1, cnn_channels=(8, 16, 16)),
+                           TABLETOP_SPEC.with_image_size(32, 32), stats, version="test:libero")
+    return policy.save_pretrained(tmp_path_factory.mktemp("ckpt") / "final")

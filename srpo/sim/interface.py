@@ -13,17 +13,19 @@ from srpo.spec import RobotSpec
 RESET_OPTIONS = ("task", "split", "init_state_id", "image_every")
 
 
-def parse_reset_options(options: dict[str, Any] | None, vector_index: int | None) -> tuple[dict[str, Any], int]:
+def parse_reset_options(options: dict[str, Any] | None, vector_index: int | None,
+                        extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], int]:
     """This env's options, checked, and ``image_every``. A vectorised reset passes ``{"per_env": [...]}``: each
-    worker takes its own entry (an env made without ``vector_index`` cannot)."""
+    worker takes its own entry (an env made without ``vector_index`` cannot). ``extra``: options only this suite
+    has (tabletop's ``layout_of``)."""
     options = dict(options or {})
     if "per_env" in options:
         if vector_index is None:
             raise ValueError("options['per_env'] needs an env created with vector_index")
         options = dict(options["per_env"][vector_index] or {})
-    unknown = set(options) - set(RESET_OPTIONS)
+    unknown = set(options) - set(RESET_OPTIONS) - set(extra)
     if unknown:
-        raise ValueError(f"unknown reset options {sorted(unknown)}; expected {', '.join(RESET_OPTIONS)}")
+        raise ValueError(f"unknown reset options {sorted(unknown)}; expected {', '.join(RESET_OPTIONS + extra)}")
     image_every = options.get("image_every", 1)
     if isinstance(image_every, bool) or not isinstance(image_every, (int, np.integer)) or image_every < 1:
         raise ValueError(f"image_every must be an integer >= 1, got {image_every!r}")

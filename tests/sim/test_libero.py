@@ -182,21 +182,6 @@ def test_images_are_upright_and_image_every_skips_renders():
         env.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from srpo.runtime.processing import NormStats
-    from srpo.spec import TABLETOP_SPEC
-    from srpo_trainer.policies.tiny_vla import TinyVLAConfig, TinyVLAPolicy
-
-    torch.manual_seed(0)
-    stats = NormStats(np.zeros(7), np.ones(7) * 0.5, np.zeros(8), np.ones(8))
-    policy = TinyVLAPolicy(TinyVLAConfig(d_model=32, n_heads=2, n_layers=1, cnn_channels=(8, 16, 16)),
-                           TABLETOP_SPEC.with_image_size(32, 32), stats, version="test:libero")
-    return policy.save_pretrained(tmp_path_factory.mktemp("ckpt") / "final")
-
-
 @_libero
 def test_srpo_eval_on_a_libero_suite_writes_json_png_and_gif(tiny_checkpoint, tmp_path):
     out = tmp_path / "eval"

@@ -68,6 +68,22 @@ def _sample_layout(rng: np.random.Generator, drawer_open: bool) -> dict:
     return layout
 
 
+def placement_ok(name: str, x: float, y: float, layout: dict, margin: float = 0.02) -> bool:
+    """Whether ``name`` (a movable object, the tray or the square) fits at (x, y) in ``layout``: its footprint
+    clear of the others' by ``margin``, of the button base and of the drawer's path, and on the visible table."""
+    r = _FOOTPRINT[name]
+    if not (-0.25 + r <= x <= 0.25 - r and -0.24 + r <= y <= 0.08 - r):  # in both cameras' view
+        return False
+    cab_x = layout["cabinet"][0]
+    if abs(x - cab_x) < 0.1 + r and y + r > -0.01:
+        return False
+    bx, by = layout["button_base"]
+    if abs(x - bx) < 0.035 + r + margin and abs(y - by) < 0.035 + r + margin:
+        return False
+    return all(np.hypot(x - layout[o][0], y - layout[o][1]) > r + _FOOTPRINT[o] + margin
+               for o in _FOOTPRINT if o != name and o in layout)
+
+
 def _closeness(distance: float, scale: float) -> float:
     """1 at distance 0, falling linearly to 0 at ``scale``."""
     return float(np.clip(1.0 - distance / scale, 0.0, 1.0))
