@@ -71,6 +71,9 @@ class LoopConfig:
     backend: str = "onnxruntime"
     episode_timeout_s: float = 120.0
     """sim: an episode that has not ended by then is abandoned (the recorder closes it unlabelled: excluded)."""
+    episode_retries: int = 2
+    """sim: how often an episode is asked for again when it did not start, did not end in time, or ended without
+    the recorder writing its file (each is counted in the round's row: ``timeouts``, ``lost``)."""
     eval_episodes_per_task: int = 0
     """Held-out simulator states per task on which each new version (and the first) is evaluated; 0: none."""
     gate_margin: float | None = None
@@ -109,6 +112,8 @@ class LoopConfig:
             raise ValueError(f"tensorrt must be auto, on or off, got {self.tensorrt!r}")
         if self.eval_episodes_per_task < 0 or self.episode_timeout_s <= 0 or self.control_hz <= 0:
             raise ValueError("eval_episodes_per_task must be >= 0, episode_timeout_s and control_hz > 0")
+        if self.episode_retries < 0:
+            raise ValueError(f"episode_retries must be >= 0, got {self.episode_retries}")
 
 
 def episode_schedule(cfg: LoopConfig, round_index: int) -> list[dict]:
@@ -172,18 +177,18 @@ class Bringup:
 class LoopLink:
     """The loop's own node: asks the arm for episodes, pushes versions, hears what the nodes report."""
 
-    def __init__(self) -> None:
-        from std_msgs.msg import Bool, String
+    def __init__(self, domain: int | None = None) -> None:
+        from std_msgs.msg import String
 
         from srpo_ros import topics
         from srpo_ros.client import GraphClient
         from srpo_ros.common import latched_qos
 
         self.String, self.topics = String, topics
-        self.client = GraphClient("srpo_loop")
+        self.client = GraphClient("srpo_loop", domain)
         self.info = self.client.listen(String, topics.POLICY_INFO, latched_qos())
         self.results = self.client.listen(String, topics.POLICY_PUSH_RESULT, latched_qos())
-        self.ends = self.client.listen(Bool, topics.EPISODE_END, 10)
+        self.announcements = self.client.listen(String, topics.EPISODE_INFO, latched_qos())
         self.request_pub = self.client.node.create_publisher(String, topics.EPISODE_REQUEST, 10)
         self.push_pub = self.client.node.create_publisher(String, topics.POLICY_PUSH, 10)
 
@@ -204,14 +209,39 @@ class LoopLink:
         if not self.client.wait_until(ready, timeout):
             raise TimeoutError(f"the nodes did not come up with {version} within {timeout:g} s (see the bring-up log)")
 
-    def run_episode(self, request: dict, timeout: float) -> bool | None:
-        """Ask the simulated arm for one episode; its success, or None if it did not end in time."""
-        n = len(self.ends)
-        self.request_pub.publish(self.String(data=json.dumps(request)))
-        if not self.client.wait_until(lambda: len(self.ends) > n, timeout):
+    def _announced(self) -> list[dict]:
+        """The arm's episode announcements heard so far (start and end, numbered), oldest first."""
+        return [json.loads(m.data) for _, m in self.announcements]
+
+    def run_episode(self, request: dict, timeout: float, start_timeout: float = 10.0) -> bool | None:
+        """Ask the simulated arm for one episode; its success, or None if it did not start or end in time.
+
+        The episode is followed on the arm's numbered, latched announcements: the request counts once the arm
+        announces an episode numbered above every earlier one, and it is over when that number is announced ended.
+        The request itself is volatile, and a publisher that is still matching the arm's subscription on a loaded
+        machine loses it, so it is sent once more if nothing starts within ``start_timeout``."""
+        with self.client.lock:
+            last = max((a.get("episode") or 0 for a in self._announced()), default=0)
+
+        def started() -> bool:
+            return any((a.get("episode") or 0) > last for a in self._announced())
+
+        for _ in range(2):
+            self.request_pub.publish(self.String(data=json.dumps(request)))
+            if self.client.wait_until(started, start_timeout):
+                break
+        else:
             return None
         with self.client.lock:
-            return bool(self.ends[-1][1].data)
+            number = next(a["episode"] for a in self._announced() if (a.get("episode") or 0) > last)
+
+        def ended() -> bool:
+            return any(a.get("episode") == number and a.get("ended") for a in self._announced())
+
+        if not self.client.wait_until(ended, timeout):
+            return None
+        with self.client.lock:
+            return bool(next(a for a in self._announced() if a.get("episode") == number and a.get("ended"))["success"])
 
     def push(self, version: str, timeout: float = 120.0) -> dict:
         """Push ``version`` and wait for the node's verdict (accepted, or why not)."""
@@ -341,16 +371,25 @@ def _run_round(cfg, r, active, link, bringup, registry, root, incoming, state, c
 
     t0 = time.perf_counter()
     console.rule(f"[bold]round {r + 1}/{cfg.rounds}: {cfg.episodes_per_round} episodes with {active}")
-    timeouts = 0
+    timeouts = lost = 0
     with Progress(console=console, disable=not progress) as bar:
         task = bar.add_task("episodes", total=cfg.episodes_per_round)
         if cfg.robot == "sim":
             for k, request in enumerate(episode_schedule(cfg, r)):
-                if not bringup.alive():
-                    raise RuntimeError(f"the nodes stopped (see {root / 'logs' / 'bringup.log'})")
-                if link.run_episode(request, cfg.episode_timeout_s) is None:
-                    timeouts += 1
-                _wait_for_files(incoming, k + 1 - timeouts, 15.0)
+                for _ in range(1 + cfg.episode_retries):
+                    if not bringup.alive():
+                        raise RuntimeError(f"the nodes stopped (see {root / 'logs' / 'bringup.log'})")
+                    before = _wait_for_files(incoming, 0, 0.0)
+                    if link.run_episode(request, cfg.episode_timeout_s) is None:
+                        timeouts += 1
+                        console.print(f"[yellow]episode {k + 1}: the arm did not start or end it in time; "
+                                      "asking again")
+                        continue
+                    if _wait_for_files(incoming, before + 1, 15.0) > before:
+                        break
+                    lost += 1  # the recorder wrote nothing for it: its log says why
+                    console.print(f"[yellow]episode {k + 1}: ended, but the recorder wrote no file (see "
+                                  f"{root / 'logs' / 'bringup.log'}); asking again")
                 bar.advance(task)
         else:
             console.print(f"waiting for {cfg.episodes_per_round} labelled episodes in {incoming} (start each with "
@@ -375,7 +414,7 @@ def _run_round(cfg, r, active, link, bringup, registry, root, incoming, state, c
         overrides.append(f"rollout.tasks=[{', '.join(cfg.tasks)}]")
     train_yaml = cfg.train_config or str(Path(__file__).resolve().parent.parent / "configs" / "srpo.yaml")
     rl = load_config(RLConfig, train_yaml if Path(train_yaml).is_file() else None, overrides + cfg.train_overrides)
-    row = {"round": r + 1, "acted": active, "episodes": recorded, "timeouts": timeouts,
+    row = {"round": r + 1, "acted": active, "episodes": recorded, "timeouts": timeouts, "lost": lost,
            "labelled": len(labelled), "successes": int(sum(labelled)), "time/record_s": t_record}
     t1 = time.perf_counter()
     try:

@@ -12,7 +12,8 @@ across topics. The recorder keeps them by stamp and assembles the episode only w
   camera has one (the first and last step must: leading or trailing states without frames are dropped);
 * a decision belongs to the state whose stamp it carries (the observation the policy saw), within the same tolerance;
   one made on a superseded state files under the next kept state (nothing ran in between); one made on a state the
-  recorder never heard is dropped and counted (``extra["dropped_decisions"]``).
+  recorder never heard, or on a leading state that ran an action but was dropped for want of frames (its chunk's
+  first row ran before the episode's first kept step), is dropped and counted (``extra["dropped_decisions"]``).
 
 Crash safety: every message is also streamed, as it arrives, into a journal ``<id>.mcap.partial`` beside the final
 file (flushed per message), so a killed recorder leaves its closed episodes intact (they were written atomically)
@@ -241,10 +242,15 @@ def assemble(take: _Take, spec: dict[str, Any], success: bool | None, tolerance:
         raise EpisodeSchemaError(f"episode {take.info['episode_id']}: no state has a frame from every camera")
     dropped, bad_decisions = len(stamps) - len(keep), 0
     decision_at: dict[int, tuple] = {}
-    kept_stamps = stamps[keep]
+    kept_stamps, kept = stamps[keep], set(keep)
     for t, d in sorted(take.decisions.items(), key=lambda item: item[0]):
         i = _nearest(stamps, t, tolerance)
         if i is None:  # a decision on a state this recorder never heard: where it belongs is unknown, drop it
+            bad_decisions += 1
+            continue
+        if float(stamps[i]) in take.actions and i not in kept:
+            # its chunk ran on a leading state dropped for want of frames: the next kept state's action is a later
+            # row of some chunk, so filing the decision there would pair chunk row 0 with the wrong action
             bad_decisions += 1
             continue
         # on a superseded state (a paused arm re-published it, nothing ran since): the next kept state

@@ -76,6 +76,20 @@ def test_a_state_without_an_action_is_superseded_and_counted(expert_ep, tmp_path
     assert np.array_equal(ep.proprio[10], expert_ep.proprio[11]) and ep.timestamps[0] == 100.0
 
 
+def test_a_decision_on_a_leading_state_dropped_for_want_of_frames_is_dropped_not_moved(expert_ep, tmp_path):
+    """The first step ran a chunk's first row, but its frames never arrived: the episode starts at step 1, whose
+    action is the chunk's second row. Filing the step-0 decision under step 1 would pair row 0 with that action."""
+    rec = EpisodeRecorder(_spec(expert_ep), RecorderConfig(out_dir=str(tmp_path)))
+    rec.start("t", "do it")
+    first = 100.0 + float(expert_ep.timestamps[0])
+    _feed(rec, [m for m in _messages(expert_ep) if not (m[0] == "frame" and m[1][1] == first)])
+    ep = read_episode(rec.stop(success=True))
+    assert ep.length == expert_ep.length - 1 and np.array_equal(ep.actions, expert_ep.actions[1:])
+    assert np.array_equal(ep.chunk_steps, np.arange(4, expert_ep.length, 4) - 1)  # step 0's decision is gone
+    assert np.allclose(ep.chunks[:, 0, 0], np.arange(4, expert_ep.length, 4) / 100)
+    assert ep.meta.extra == {"dropped_states": 1, "dropped_decisions": 1}
+
+
 def test_sparse_frames_are_filed_under_their_nearest_state(expert_ep, tmp_path):
     rec = EpisodeRecorder(_spec(expert_ep), RecorderConfig(out_dir=str(tmp_path)))
     rec.start("t", "do it")

@@ -31,7 +31,8 @@ def test_two_rounds_record_train_export_publish_and_push(ros, checkpoint, episod
     first, second = state["rounds"]
     registry = PolicyRegistry(out / "registry")
     start = registry.entries()[0].version
-    assert first["acted"] == start and first["episodes"] == 3 and first["labelled"] == 3
+    log = (out / "logs" / "bringup.log").read_text()
+    assert first["acted"] == start and first["episodes"] == 3 and first["labelled"] == 3, (first, log[-3000:])
     assert first["push"]["accepted"], first["push"]
     assert first["candidate"].startswith("offline:round_000@")
     assert second["acted"] == first["candidate"]  # the pushed version drove the second round
@@ -68,6 +69,41 @@ def test_two_rounds_record_train_export_publish_and_push(ros, checkpoint, episod
                            env=ros_env(domain), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "loop.json").read_text())["rounds"] == state["rounds"]
+
+
+def test_a_lost_episode_request_is_sent_again_and_the_episode_followed_by_its_number(ros):
+    """The loop's side against a scripted arm on a real graph: the first request is lost (a publisher still matching
+    its subscriber drops it), so the loop sends it again; the episode counts once its number is announced ended (an
+    older, latched announcement does not)."""
+    from std_msgs.msg import String
+
+    from srpo_cli.loop import LoopLink
+    from srpo_ros import topics
+    from srpo_ros.common import latched_qos
+
+    domain, _, probe = ros
+    announce = probe.node.create_publisher(String, topics.EPISODE_INFO, latched_qos())
+    announce.publish(String(data=json.dumps({"episode": 7, "ended": True, "success": False})))  # an earlier episode
+    heard: list[dict] = []
+
+    def arm(msg) -> None:
+        heard.append(json.loads(msg.data))
+        if len(heard) == 2:  # the first request never reached the simulator
+            for info in ({"episode": 8}, {"episode": 8, "ended": True, "success": True}):
+                announce.publish(String(data=json.dumps(info)))
+
+    probe.node.create_subscription(String, topics.EPISODE_REQUEST, arm, 10)
+    link = LoopLink(domain)
+    try:
+        assert link.client.wait_until(lambda: link.request_pub.get_subscription_count() >= 1 and link.announcements,
+                                      20.0)
+        request = {"task": "press_button", "split": "train", "init_state_id": 3}
+        assert link.run_episode(request, timeout=20.0, start_timeout=2.0) is True
+        assert heard == [request, request]
+        # an arm that never starts the episode: None after the request and its one repetition
+        assert link.run_episode(request, timeout=20.0, start_timeout=1.0) is None and len(heard) == 4
+    finally:
+        link.close()
 
 
 def test_episode_requests_are_checked_before_the_simulator_resets():
