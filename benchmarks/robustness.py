@@ -43,16 +43,23 @@ DEFAULT_CHECKPOINTS = {
 
 
 def _evaluate(path: str, perturb: str | None, states: int, workers: int, cache: Path) -> dict:
-    """One cached evaluation: per-episode successes in task x state order."""
+    """One cached evaluation: per-episode successes in task x state order (a cache made with another meaning of the
+    dimension, ``perturbations.DIMENSION_VERSIONS``, is evaluated again)."""
+    from srpo.sim.tabletop.perturbations import parse_perturbations, perturbation_version
+
+    levels = parse_perturbations(perturb)
+    version = perturbation_version(levels)
     if cache.is_file():
-        return json.loads(cache.read_text())
+        row = json.loads(cache.read_text())
+        if row.get("version", ",".join(f"{d}@1" for d in levels)) == version:  # caches before versions: @1
+            return row
     from srpo_trainer.evaluate import EvalConfig, evaluate
     from srpo_trainer.policies import load_policy
 
     cfg = EvalConfig(tasks=TASKS, episodes_per_task=states, workers=workers, gifs=0, perturb=perturb)
     t0 = time.perf_counter()
     summary = evaluate(load_policy(path), cfg, progress=False, threads=1)
-    row = {"perturb": perturb, "success_rate": summary["success_rate"], "ci95": summary["ci95"],
+    row = {"perturb": perturb, "version": version, "success_rate": summary["success_rate"], "ci95": summary["ci95"],
            "per_task": {t: v["success_rate"] for t, v in summary["per_task"].items()},
            "episodes": [int(e["success"]) for e in summary["episodes_detail"]], "wall_s": time.perf_counter() - t0}
     cache.parent.mkdir(parents=True, exist_ok=True)

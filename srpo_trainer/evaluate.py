@@ -173,6 +173,10 @@ def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path 
                                                          env_options=cfg.env_options())
     bar.close()
     summary = summarise(episodes)
+    if cfg.perturb:  # which meaning of each dimension produced this (DIMENSION_VERSIONS)
+        from srpo.sim.tabletop.perturbations import parse_perturbations, perturbation_version
+
+        summary["perturb_version"] = perturbation_version(parse_perturbations(cfg.perturb))
     summary.update({"policy_version": policy.version, "backend": getattr(policy, "backend", "torch"),
                     "device": str(getattr(policy, "device", "cpu")), "config": asdict(cfg), "wall_s": time.perf_counter() - start,
                     "episodes_detail": episodes})

@@ -75,14 +75,108 @@ def test_each_dimension_changes_what_it_claims_and_nothing_else(plain, dim, leve
         "instruction": infos[0]["instruction"] != plain[1][0]["instruction"],
     }
     assert {k for k, v in changed.items() if v} == CHANGES[dim]
-    if dim == "layout":  # the movable objects moved, the furniture did not
+    if dim == "layout":  # the movable objects moved (and distractors came), the furniture did not
         assert any(layout[o][:2] != plain[3][o][:2] for o in MOVABLE_OBJECTS)
+        assert len(set(layout) - set(plain[3])) == {1: 1, 3: 4}[level]
         assert all(layout[f] == plain[3][f] for f in ("tray", "square", "cabinet", "button_base"))
     if dim == "robot_init":
         assert layout["hand"] != plain[3]["hand"]
         assert all(layout[o] == plain[3][o] for o in MOVABLE_OBJECTS)
     if dim == "noise":  # sensor noise only: the physics is untouched
         assert np.array_equal(poses, plain[2])
+
+
+def test_the_scenery_is_invisible_and_inert_until_a_perturbation_shows_it():
+    """The backdrop, floor, textures and distractors are in every scene, so an unperturbed scene must render and
+    simulate bit for bit as one built without them (a far-parked body would otherwise move the renderer's clip
+    planes, and a solid one could touch something)."""
+    from srpo.sim.tabletop.physics import TabletopSim
+    from srpo.sim.tabletop.tasks import get_task
+
+    layout = get_task(TASK).initial_state("heldout", STATE).layout
+    sims = TabletopSim(image_size=48), TabletopSim(image_size=48, scenery=False)
+    try:
+        assert sims[0].model.ngeom > sims[1].model.ngeom and sims[0].model.nq == sims[1].model.nq
+        for attr in ("extent", "center", "meanmass", "meansize", "meaninertia"):
+            assert np.array_equal(getattr(sims[0].model.stat, attr), getattr(sims[1].model.stat, attr)), attr
+        for sim in sims:
+            sim.reset(layout)
+        rng = np.random.default_rng(0)
+        for step in range(40):
+            if step % 10 == 0:
+                for cam in ("agentview", "wrist"):
+                    assert np.array_equal(sims[0].render(cam), sims[1].render(cam)), (step, cam)
+            action = np.r_[rng.uniform(-1, 1, 6), 1.0 if step > 20 else -1.0]
+            for sim in sims:
+                sim.apply_action(action)
+            assert np.array_equal(sims[0].data.qpos, sims[1].data.qpos), step
+    finally:
+        for sim in sims:
+            sim.close_renderer()
+
+
+def test_table_levels_add_a_background_then_textures():
+    from srpo.sim.tabletop.scene import SCENERY_GEOMS
+
+    env = TabletopEnv(task=TASK, image_size=48)
+    m = env.sim.model
+    table, (backdrop, floor) = m.geom("table").id, (m.geom(n).id for n in SCENERY_GEOMS)
+    seen = {}
+    try:
+        for level in (0, 1, 2, 3):
+            env.perturb = parse_perturbations(f"table:{level}")
+            env.reset(options={"split": "heldout", "init_state_id": STATE})
+            seen[level] = (m.geom_rgba[backdrop, 3], m.geom_rgba[floor, 3], m.geom_matid[table],
+                           m.geom_matid[backdrop], m.geom_matid[floor])
+    finally:
+        env.close()
+    assert seen[0] == (0.0, 0.0, -1, -1, -1)  # restored after the perturbed resets: nothing accumulates
+    assert seen[1][:2] == (1.0, 0.0) and seen[1][2:] == (-1, -1, -1)  # a plain-coloured backdrop
+    assert seen[2][:2] == (1.0, 1.0) and seen[2][2] >= 0 and seen[2][3:] == (-1, -1)  # + a textured table, a floor
+    assert seen[3][:2] == (1.0, 1.0) and min(seen[3][2:]) >= 0  # everything textured
+
+
+def test_layout_levels_add_solid_distractors_on_free_spots():
+    from srpo.sim.tabletop.scene import DISTRACTOR_HALF_HEIGHT, DISTRACTORS
+    from srpo.sim.tabletop.tasks import placement_ok
+
+    for level, count in ((1, 1), (2, 2), (3, 4)):
+        env = TabletopEnv(task=TASK, image_size=48, perturb=f"layout:{level}")
+        try:
+            env.reset(options={"split": "heldout", "init_state_id": STATE})
+            layout, m, d = env.init_state.layout, env.sim.model, env.sim.data
+            placed = [n for n in DISTRACTORS if n in layout]
+            assert len(placed) == count
+            for name in placed:  # on the table, clear of everything else, visible and solid
+                rest = {k: v for k, v in layout.items() if k != name}
+                assert placement_ok(name, *layout[name], rest)
+                g = m.geom(name).id
+                assert np.allclose(d.geom_xpos[g], (*layout[name], DISTRACTOR_HALF_HEIGHT[name]))
+                assert m.geom_rgba[g, 3] == 1.0 and m.geom_contype[g] == 1 and m.geom_conaffinity[g] == 1
+            for name in set(DISTRACTORS) - set(placed):  # the others stay parked, hidden and inert
+                g = m.geom(name).id
+                assert d.geom_xpos[g][2] < -0.5 and m.geom_rgba[g, 3] == 0.0 and m.geom_contype[g] == 0
+        finally:
+            env.close()
+    # solid: a gripper lowered onto a distractor rests on it (the palm's underside on its top; the fingers, closing
+    # as it comes down, may straddle it)
+    env = TabletopEnv(task=TASK, image_size=48, perturb="layout:1")
+    try:
+        env.reset(options={"split": "heldout", "init_state_id": STATE})
+        name = next(n for n in DISTRACTORS if n in env.init_state.layout)
+        x, y = env.init_state.layout[name]
+        for _ in range(60):
+            grip = env.sim.grip_pos()
+            target = np.array([x, y, grip[2] if np.hypot(grip[0] - x, grip[1] - y) > 0.005 else 0.0])
+            env.sim.apply_action(np.r_[np.clip((target - grip) / 0.02, -1, 1), 0, 0, 0, 1.0])
+        palm = env.sim.model.geom("palm").id
+        underside = env.sim.data.geom_xpos[palm][2] - env.sim.model.geom_size[palm][2]
+        assert underside > 2 * DISTRACTOR_HALF_HEIGHT[name] - 0.005
+        d, g = env.sim.data, env.sim.model.geom(name).id
+        touching = {int(c.geom2 if c.geom1 == g else c.geom1) for c in d.contact[: d.ncon] if g in (c.geom1, c.geom2)}
+        assert palm in touching  # a contact the solver resolves, not a pass-through
+    finally:
+        env.close()
 
 
 def test_perturbations_are_deterministic_per_state_and_differ_between_states():
@@ -214,6 +308,7 @@ def test_eval_with_perturbations_and_the_probe_write_their_files_and_refuse_trai
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert summary["config"]["perturb"] == "camera:1,language:2" and summary["episodes"] == 2
+    assert summary["perturb_version"] == "camera@1,language@1"
     assert (tmp_path / "ev" / "eval.png").stat().st_size and (tmp_path / "ev" / "episodes.gif").stat().st_size
     bad = srpo("eval", "--policy", str(tiny_checkpoint), "--split", "train", "--perturb", "camera:1",
                "--out", str(tmp_path / "bad"))

@@ -11,14 +11,20 @@ held-out states: a training-split reset with a perturbation is refused, so nothi
 |---|---|---|
 | ``camera`` | both cameras' poses: a position offset and a rotation | 1.5 / 3 / 4.5 cm, 3 / 6 / 9 degrees |
 | ``lighting`` | the lights' intensity, colour and direction | x0.75-1.25 / x0.5-1.5 / x0.3-1.7, tints, tilt |
-| ``table`` | the table's and the furniture's colours | a hue/brightness shift of 0.15 / 0.3 / 0.5 |
+| ``table`` | the table's and furniture's colours; the background (a backdrop and floor); textures | colour shift 0.15 / 0.3 / 0.5 + a coloured backdrop / + a textured table and a floor / + textured backdrop and floor |
 | ``noise`` | Gaussian image noise and blur, proprio noise | sigma 4 / 8 / 16 (of 255) + blur from level 2; 2 / 4 / 8 mm |
 | ``robot_init`` | the end-effector's start pose | 3 / 6 / 9 cm and 10 / 20 / 30 degrees of yaw |
-| ``layout`` | the movable objects' start positions (task objects and distractors) | moved 4 / 7 / 10 cm, clear of the rest |
+| ``layout`` | the movable objects' start positions; extra distractor objects | moved 4 / 7 / 10 cm, clear of the rest; 1 / 2 / 4 distractors |
 | ``language`` | the instruction | a paraphrase / synonyms for verbs and objects / shuffled words with nonsense |
 
 Every dimension touches only what it names (tested): pixels for ``camera``, ``lighting``, ``table`` and image
 ``noise``; proprio for proprio ``noise``; initial poses for ``robot_init`` and ``layout``; text for ``language``.
+
+The background, the textures and the distractors are part of the scene from the start (``scene.DISTRACTORS``,
+``SCENERY_GEOMS``, ``TEXTURED_MATERIALS``): invisible, collision-free and parked out of view until a perturbation
+shows them, so the unperturbed scene renders and simulates bit for bit as it did without them (tested). The
+distractors are fixed obstacles (static bodies): movable ones would add free joints, and so change the state vector of
+every unperturbed episode.
 """
 
 from __future__ import annotations
@@ -28,16 +34,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from srpo.sim.tabletop.scene import DISTRACTORS, SCENERY_GEOMS, TEXTURED_MATERIALS
+
 DIMENSIONS = {
     "camera": "camera viewpoint: pose offsets of the third-person and wrist cameras",
     "lighting": "lighting: intensity, colour and direction",
-    "table": "table and furniture colours",
+    "table": "table, furniture and background: colours and textures",
     "noise": "sensor noise: image noise and blur, proprioception noise",
     "robot_init": "robot initial state: end-effector start offsets",
-    "layout": "object layout: the movable objects moved from their held-out positions",
+    "layout": "object layout: the movable objects moved from their held-out positions, extra distractors",
     "language": "instruction: paraphrase, synonyms, corrupted",
 }
 LEVELS = (0, 1, 2, 3)
+# bumped when what a dimension's levels do changes, so cached results of the old meaning are not reused
+DIMENSION_VERSIONS = {"camera": 1, "lighting": 1, "table": 2, "noise": 1, "robot_init": 1, "layout": 2, "language": 1}
+
+
+def perturbation_version(levels: dict[str, int]) -> str:
+    """``"table@2,layout@2"``: which meaning of each perturbed dimension produced a result ("" unperturbed)."""
+    return ",".join(f"{d}@{DIMENSION_VERSIONS[d]}" for d in levels)
 
 
 class PerturbationError(ValueError):
@@ -138,11 +153,13 @@ class SceneDefaults:
     headlight_ambient: np.ndarray
     headlight_diffuse: np.ndarray
     geom_rgba: np.ndarray
+    geom_matid: np.ndarray
 
     @classmethod
     def of(cls, model) -> "SceneDefaults":
         return cls(model.cam_pos.copy(), model.cam_quat.copy(), model.light_diffuse.copy(), model.light_dir.copy(),
-                   model.vis.headlight.ambient.copy(), model.vis.headlight.diffuse.copy(), model.geom_rgba.copy())
+                   model.vis.headlight.ambient.copy(), model.vis.headlight.diffuse.copy(), model.geom_rgba.copy(),
+                   model.geom_matid.copy())
 
     def restore(self, model) -> None:
         model.cam_pos[:] = self.cam_pos
@@ -152,6 +169,7 @@ class SceneDefaults:
         model.vis.headlight.ambient[:] = self.headlight_ambient
         model.vis.headlight.diffuse[:] = self.headlight_diffuse
         model.geom_rgba[:] = self.geom_rgba
+        model.geom_matid[:] = self.geom_matid
 
 
 def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -183,10 +201,22 @@ def perturb_lighting(model, defaults: SceneDefaults, level: int, rng: np.random.
 
 
 def perturb_table(model, defaults: SceneDefaults, level: int, rng: np.random.Generator, geoms: list[int]) -> None:
+    """The table's and furniture's colours shift by 0.15 / 0.3 / 0.5 (``geoms``, the table first); a backdrop in a
+    random colour appears behind the table; from level 2 the table takes a texture (tinted by its shifted colour)
+    and a floor appears; at level 3 the backdrop and the floor are textured too."""
     shift = (0.15, 0.3, 0.5)[level - 1]
     for g in geoms:
         rgb = defaults.geom_rgba[g, :3] + shift * _unit(rng, 3)
         model.geom_rgba[g, :3] = np.clip(rgb, 0.05, 0.95)
+    materials = [model.material(name).id for name in TEXTURED_MATERIALS]
+    backdrop, floor = (model.geom(name).id for name in SCENERY_GEOMS)
+    shown = [backdrop] + ([floor] if level >= 2 else [])
+    for g in shown:
+        model.geom_rgba[g] = (*rng.uniform(0.2, 0.9, 3), 1.0)
+        if level >= 3:
+            model.geom_matid[g] = materials[rng.integers(len(materials))]
+    if level >= 2:
+        model.geom_matid[geoms[0]] = materials[rng.integers(len(materials))]
 
 
 # ------------------------------------------------------------------------------------------------ initial states
@@ -202,7 +232,9 @@ def perturb_hand(layout: dict, level: int, rng: np.random.Generator) -> dict:
 
 def perturb_layout(layout: dict, objects: tuple[str, ...], level: int, rng: np.random.Generator, fits) -> dict:
     """Move each of ``objects`` 4 / 7 / 10 cm from its held-out position, in the first of 64 random directions where
-    ``fits(name, x, y, layout)`` (on the table, clear of everything else); an object with no free direction stays."""
+    ``fits(name, x, y, layout)`` (on the table, clear of everything else); an object with no free direction stays.
+    Then add 1 / 2 / 4 of the distractors (``scene.DISTRACTORS``), each at the first of 200 random spots on the
+    visible table where it fits (a distractor with no free spot is left out)."""
     out = dict(layout)
     distance = (0.04, 0.07, 0.10)[level - 1]
     for name in objects:
@@ -212,9 +244,14 @@ def perturb_layout(layout: dict, objects: tuple[str, ...], level: int, rng: np.r
             if fits(name, nx, ny, out):
                 out[name] = (float(nx), float(ny), *rest)
                 break
+    for name in rng.permutation(DISTRACTORS)[: (1, 2, 4)[level - 1]]:
+        for x, y in zip(rng.uniform(-0.25, 0.25, 200), rng.uniform(-0.24, 0.08, 200)):
+            if fits(str(name), x, y, out):
+                out[str(name)] = (float(x), float(y))
+                break
     return out
 
 
-__all__ = ["DIMENSIONS", "LEVELS", "PerturbationError", "SceneDefaults", "format_perturbations", "noisy_image",
+__all__ = ["DIMENSIONS", "DIMENSION_VERSIONS", "LEVELS", "PerturbationError", "SceneDefaults", "format_perturbations", "noisy_image",
            "noisy_proprio", "parse_perturbations", "perturb_cameras", "perturb_hand", "perturb_instruction",
-           "perturb_layout", "perturb_lighting", "perturb_table", "perturbation_rng"]
+           "perturb_layout", "perturb_lighting", "perturb_table", "perturbation_rng", "perturbation_version"]

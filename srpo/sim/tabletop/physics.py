@@ -45,8 +45,12 @@ def euler_to_quat(roll: float, pitch: float, yaw: float) -> np.ndarray:
 class TabletopSim:
     """MuJoCo scene plus a Cartesian controller for the floating gripper."""
 
-    def __init__(self, image_size: int = 64, camera_names: tuple[str, ...] = ("agentview", "wrist")) -> None:
-        self.model = mujoco.MjModel.from_xml_string(scene.build_scene_xml(max(256, image_size)))
+    def __init__(self, image_size: int = 64, camera_names: tuple[str, ...] = ("agentview", "wrist"),
+                 scenery: bool = True) -> None:
+        """``scenery=False``: without the evaluation-only backdrop, textures and distractors (the scene they must
+        leave unchanged until a perturbation shows them; tests compare the two)."""
+        self.model = mujoco.MjModel.from_xml_string(scene.build_scene_xml(max(256, image_size), scenery=scenery))
+        self.distractors = scene.DISTRACTORS if scenery else ()
         self.data = mujoco.MjData(self.model)
         self.image_size = image_size
         self.camera_names = camera_names
@@ -54,9 +58,9 @@ class TabletopSim:
         m = self.model
         self._default_body_pos = m.body_pos.copy()
         self._body = {n: m.body(n).id for n in ("hand", "hand_target", "tray", "square", "button_base", "cabinet", "drawer", "button")}
-        self._body.update({n: m.body(n).id for n in scene.MOVABLE_OBJECTS})
+        self._body.update({n: m.body(n).id for n in (*scene.MOVABLE_OBJECTS, *self.distractors)})
         self._geom = {n: m.geom(n).id for n in ("palm", "finger_left", "finger_right", "handle", "drawer_front", "button")}
-        self._geom.update({n: m.geom(n).id for n in scene.MOVABLE_OBJECTS})
+        self._geom.update({n: m.geom(n).id for n in (*scene.MOVABLE_OBJECTS, *self.distractors)})
         self._qadr = {n: m.jnt_qposadr[m.joint(n).id] for n in (*scene.MOVABLE_OBJECTS, "hand", "drawer", "button", "finger_left", "finger_right")}
         self._mocap = m.body_mocapid[self._body["hand_target"]]
         self._grip_site = m.site("grip").id
@@ -78,6 +82,14 @@ class TabletopSim:
             d.qpos[a : a + 3] = (x, y, z + 0.0005)
             d.qpos[a + 3 : a + 7] = euler_to_quat(0.0, 0.0, yaw)
         d.qpos[self._qadr["drawer"]] = layout["drawer"]
+        for name in self.distractors:  # shown, solid and on the table only where the layout places them (else parked)
+            body, geom, placed = self._body[name], self._geom[name], name in layout
+            if placed:
+                m.body_pos[body] = (*layout[name], scene.DISTRACTOR_HALF_HEIGHT[name])
+            m.geom_rgba[geom, 3] = 1.0 if placed else 0.0
+            # the broad phase filters on the body's flags (compiled as the OR of its geoms'): both must change
+            m.geom_contype[geom] = m.geom_conaffinity[geom] = int(placed)
+            m.body_contype[body] = m.body_conaffinity[body] = int(placed)
         self._euler = np.array([0.0, 0.0, layout["hand"][3]])
         d.mocap_pos[self._mocap] = layout["hand"][:3]
         d.mocap_quat[self._mocap] = euler_to_quat(*self._euler)

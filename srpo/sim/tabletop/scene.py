@@ -32,14 +32,35 @@ GRIP_TO_TIP = 0.012  # the grip site sits this far above the fingertips
 GRIP_Z_MIN = 0.014  # lowest grip-site height (keeps fingertips 2 mm above the table)
 
 MOVABLE_OBJECTS = ("red_cube", "blue_cube", "green_cylinder")
+# Evaluation-only scenery (``perturbations.py``): invisible (alpha 0), collision-free and parked out of view unless a
+# perturbation shows it, so an unperturbed scene renders and simulates exactly as without it.
+_DISTRACTOR_SHAPES = {  # name: (MJCF geom type, size, colour, half height: it stands on the table at z = that)
+    "purple_mug": ("cylinder", "0.028 0.03", "0.5 0.2 0.65", 0.03),
+    "pink_ball": ("sphere", "0.025", "0.95 0.5 0.72", 0.025),
+    "teal_block": ("box", "0.03 0.018 0.025", "0.1 0.6 0.6", 0.025),
+    "black_bottle": ("capsule", "0.018 0.027", "0.12 0.12 0.14", 0.045),
+}
+DISTRACTORS = tuple(_DISTRACTOR_SHAPES)
+DISTRACTOR_HALF_HEIGHT = {name: shape[3] for name, shape in _DISTRACTOR_SHAPES.items()}
+DISTRACTOR_PARK = (0.0, 3.0, -1.0)  # far behind the backdrop and below the floor: outside every camera's view
+SCENERY_GEOMS = ("backdrop", "floor")
+TEXTURED_MATERIALS = ("mat_checker", "mat_grain", "mat_stripes", "mat_marble")
 
 
-def build_scene_xml(max_image_size: int = 256) -> str:
-    """The scene as an MJCF string; ``max_image_size`` sizes the offscreen framebuffer."""
+def build_scene_xml(max_image_size: int = 256, scenery: bool = True) -> str:
+    """The scene as an MJCF string; ``max_image_size`` sizes the offscreen framebuffer. ``scenery=False`` leaves out
+    the evaluation-only backdrop, floor, textures and distractors (the scene they must not change: tested)."""
+    assets = scenery_geoms = ""
+    if scenery:
+        assets, scenery_geoms = _SCENERY_ASSETS, _scenery_geoms()
     return f"""
 <mujoco model="srpo_tabletop">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="0.005" integrator="implicitfast" cone="elliptic" impratio="10"/>
+  <!-- what MuJoCo derives from the scene without the scenery: the renderer sets its clip planes from extent, so
+       the far-parked distractors would otherwise change the wrist camera's pixels -->
+  <statistic extent="1.1070682002478438" center="0 0.05 -0.02" meanmass="0.1601501970142912"
+             meansize="0.06587072959114362"/>
   <visual>
     <global offwidth="{max_image_size}" offheight="{max_image_size}"/>
     <quality shadowsize="0" offsamples="0"/>
@@ -50,10 +71,10 @@ def build_scene_xml(max_image_size: int = 256) -> str:
     <default class="visual"><geom contype="0" conaffinity="0" condim="1"/></default>
     <default class="furniture"><geom rgba="0.55 0.42 0.3 1"/></default>
   </default>
-  <worldbody>
+{assets}  <worldbody>
     <light pos="0.2 -0.4 1.0" dir="-0.2 0.4 -1" castshadow="false" diffuse="0.5 0.5 0.5"/>
     <geom name="table" type="box" pos="0 0.05 -0.02" size="0.42 0.36 0.02" rgba="0.78 0.74 0.66 1"/>
-    <camera name="agentview" pos="0 -0.52 0.42" xyaxes="1 0 0 0 0.62 0.785" fovy="52"/>
+{scenery_geoms}    <camera name="agentview" pos="0 -0.52 0.42" xyaxes="1 0 0 0 0.62 0.785" fovy="52"/>
 
     <body name="hand_target" mocap="true" pos="0 -0.12 0.2"/>
     <body name="hand" pos="0 -0.12 0.2" gravcomp="1">
@@ -137,3 +158,31 @@ def build_scene_xml(max_image_size: int = 256) -> str:
   </actuator>
 </mujoco>
 """
+
+
+_SCENERY_ASSETS = """\
+  <asset>
+    <texture name="tex_checker" type="2d" builtin="checker" rgb1="1 1 1" rgb2="0.55 0.55 0.55" width="64" height="64"/>
+    <texture name="tex_grain" type="2d" builtin="flat" rgb1="0.9 0.9 0.9" mark="random" markrgb="0.45 0.45 0.45" random="0.3" width="128" height="128"/>
+    <texture name="tex_stripes" type="2d" builtin="checker" rgb1="1 1 1" rgb2="0.4 0.4 0.4" width="64" height="4"/>
+    <texture name="tex_marble" type="2d" builtin="gradient" rgb1="1 1 1" rgb2="0.35 0.35 0.35" width="64" height="64"/>
+    <material name="mat_checker" texture="tex_checker" texrepeat="6 6"/>
+    <material name="mat_grain" texture="tex_grain" texrepeat="2 2"/>
+    <material name="mat_stripes" texture="tex_stripes" texrepeat="10 1"/>
+    <material name="mat_marble" texture="tex_marble" texrepeat="3 3"/>
+  </asset>
+"""
+
+
+def _scenery_geoms() -> str:
+    px, py, pz = DISTRACTOR_PARK
+    bodies = "".join(
+        f"""\
+    <body name="{name}" pos="{px + 0.2 * k} {py} {pz}">
+      <geom name="{name}" type="{kind}" size="{size}" rgba="{rgb} 0" contype="0" conaffinity="0"/>
+    </body>
+""" for k, (name, (kind, size, rgb, _)) in enumerate(_DISTRACTOR_SHAPES.items()))
+    return f"""\
+    <geom name="backdrop" type="box" class="visual" pos="0 0.75 0.3" size="1.6 0.01 0.7" rgba="0.6 0.6 0.6 0"/>
+    <geom name="floor" type="plane" class="visual" pos="0 0 -0.3" size="3 3 0.1" rgba="0.5 0.5 0.5 0"/>
+""" + bodies

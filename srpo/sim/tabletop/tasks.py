@@ -27,7 +27,9 @@ SPLITS = ("train", "heldout")
 SPLIT_SIZES = {"train": 100, "heldout": 50}
 
 OBJECT_WORDS = {"red_cube": "red cube", "blue_cube": "blue cube", "green_cylinder": "green cylinder"}
-_FOOTPRINT = {"red_cube": 0.03, "blue_cube": 0.03, "green_cylinder": 0.025, "tray": 0.075, "square": 0.055}
+_FOOTPRINT = {"red_cube": 0.03, "blue_cube": 0.03, "green_cylinder": 0.025, "tray": 0.075, "square": 0.055,
+              # the evaluation-only distractors (perturbations.py): in a layout only when a perturbation adds them
+              "purple_mug": 0.03, "pink_ball": 0.027, "teal_block": 0.036, "black_bottle": 0.02}
 
 
 @dataclass(frozen=True)
