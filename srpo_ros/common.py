@@ -133,13 +133,16 @@ def named_values(names: list[str] | tuple[str, ...], values: np.ndarray, stamp: 
 
 
 def decision_message(stamp: float, chunk: np.ndarray, log_prob: float, mean: np.ndarray | None,
-                     log_std: np.ndarray | None, temperature: float, version: str) -> Any:
+                     log_std: np.ndarray | None, temperature: float, version: str,
+                     std: float | str | None = None) -> Any:
     """The decision as JSON in a std_msgs/String: standard messages have no type for a chunk with its distribution,
-    and a decision every few ticks is far too rare for JSON's cost to matter."""
+    and a decision every few ticks is far too rare for JSON's cost to matter. It describes itself (version,
+    temperature, exploration ``std``): a recorder that has not heard the policy's latched info yet (discovery lags on
+    a loaded machine) still files how the chunk was sampled."""
     from std_msgs.msg import String
 
     body = {"stamp": stamp, "chunk": np.asarray(chunk).tolist(), "log_prob": float(log_prob),
-            "temperature": float(temperature), "version": version,
+            "temperature": float(temperature), "version": version, "std": std,
             "mean": None if mean is None else np.asarray(mean).tolist(),
             "log_std": None if log_std is None else np.asarray(log_std).tolist()}
     return String(data=json.dumps(body))
@@ -150,7 +153,7 @@ def parse_decision(text: str) -> dict[str, Any]:
     body = json.loads(text)
     out = {"stamp": float(body["stamp"]), "chunk": np.asarray(body["chunk"], np.float32),
            "log_prob": float(body["log_prob"]), "version": str(body.get("version", "unknown")),
-           "temperature": float(body.get("temperature", 0.0))}
+           "temperature": float(body.get("temperature", 0.0)), "std": body.get("std")}
     for key in ("mean", "log_std"):
         out[key] = None if body.get(key) is None else np.asarray(body[key], np.float32)
     if out["chunk"].ndim != 2 or not np.all(np.isfinite(out["chunk"])):

@@ -266,7 +266,7 @@ def make_node():
                 sampled = self.cfg.temperature > 0
                 self.decision_pub.publish(decision_message(stamp, d.chunk, d.log_prob, d.mean if sampled else None,
                                                            d.log_std if sampled else None, d.temperature,
-                                                           version))
+                                                           version, std=self.cfg.exploration_std or "policy"))
 
         def set_status(self, text: str) -> None:
             if text != self.status:

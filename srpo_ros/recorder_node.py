@@ -236,12 +236,14 @@ def make_node():
             except (ValueError, KeyError, TypeError):
                 self.refused += 1
                 return
-            # how the node explored (temperature, std) comes with its info; the decision says which version acted
+            # the decision says which version acted and how it sampled; the policy's info fills in an older node's
             described = (self.policy.get("distribution") or {}) if self.policy.get("version") == d["version"] else {}
-            distribution = ({**described, "family": "gaussian", "space": "normalised", "chunk_correlation": 0.0,
-                             "temperature": d["temperature"]} if d["mean"] is not None else None)
-            self.recorder.note_policy(d["version"], distribution)
-            self.recorder.add_decision(d["stamp"], d["chunk"], d["log_prob"], d["mean"], d["log_std"])
+            own = {"std": d["std"]} if d["std"] is not None else {}
+            distribution = ({**described, **own, "family": "gaussian", "space": "normalised",
+                             "chunk_correlation": 0.0, "temperature": d["temperature"]}
+                            if d["mean"] is not None else None)
+            self.recorder.add_decision(d["stamp"], d["chunk"], d["log_prob"], d["mean"], d["log_std"],
+                                       policy_version=d["version"], distribution=distribution)
 
         def close(self) -> None:
             if self.recorder.recording:  # a clean shutdown keeps the open episode, unlabelled

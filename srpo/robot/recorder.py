@@ -204,10 +204,15 @@ class EpisodeRecorder:
         self._take.actions[float(stamp)] = action
 
     def add_decision(self, stamp: float, chunk: np.ndarray, log_prob: float, mean: np.ndarray | None = None,
-                     log_std: np.ndarray | None = None) -> None:
-        """A policy decision computed from the observation whose state is stamped ``stamp``."""
-        if self._buffer(stamp, "add_decision", stamp, chunk, log_prob, mean, log_std):
+                     log_std: np.ndarray | None = None, policy_version: str | None = None,
+                     distribution: dict[str, Any] | None = None) -> None:
+        """A policy decision computed from the observation whose state is stamped ``stamp``; with
+        ``policy_version`` (and ``distribution``), also ``note_policy`` for the episode it lands in (a decision heard
+        before its episode opened is replayed from the preroll with them)."""
+        if self._buffer(stamp, "add_decision", stamp, chunk, log_prob, mean, log_std, policy_version, distribution):
             return
+        if policy_version is not None:
+            self.note_policy(policy_version, distribution)
         self._journal.write_decision(stamp, -1, chunk, log_prob, mean, log_std)  # the step is known at assembly
         self._take.decisions[float(stamp)] = (np.asarray(chunk, np.float32), float(log_prob), mean, log_std)
 

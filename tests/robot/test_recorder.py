@@ -187,3 +187,19 @@ def test_messages_heard_just_before_start_open_the_episode_but_not_the_previous_
     off.start("t", "no preroll")
     _feed(off, messages[half:])
     assert read_episode(off.stop(success=True)).length == expert_ep.length - 20
+
+
+def test_an_episode_heard_whole_before_its_start_still_says_which_policy_sampled_it(expert_ep, tmp_path):
+    """On a loaded machine a recorder can hear a whole short episode before its instruction (and before the
+    policy's latched info): the decisions carry the version and distribution, and the preroll replays them."""
+    rec = EpisodeRecorder(_spec(expert_ep), RecorderConfig(out_dir=str(tmp_path), preroll_s=5.0))
+    sampled = {"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0, "temperature": 1.0, "std": 0.2}
+    for kind, args in _messages(expert_ep):  # nothing is recording yet: all of it goes to the preroll
+        if kind == "decision":
+            rec.add_decision(*args, policy_version="v@1", distribution=sampled)
+        else:
+            {"state": rec.add_state, "frame": rec.add_frame, "action": rec.add_action}[kind](*args)
+    rec.start("t", "do it")  # no version, no distribution: the node had not heard the policy's info
+    ep = read_episode(rec.stop(success=True))
+    assert ep.length == expert_ep.length and ep.meta.policy_version == "v@1"
+    assert ep.meta.policy_distribution == sampled
