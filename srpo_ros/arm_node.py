@@ -72,6 +72,11 @@ class ArmNodeConfig:
             raise ValueError(f"control_hz must be > 0, got {self.control_hz}")
 
 
+def holding_status(decision, why: str | None) -> str:
+    """Why the arm holds: the safety filter's reasons first (an e-stop is the news, not a late command)."""
+    return "holding: " + ", ".join(decision.reasons if decision.hold and decision.reasons else [why or "hold"])
+
+
 def parse_episode_request(text: str) -> dict:
     """``{"task": ..., "split": ..., "init_state_id": ...}`` (any subset) into checked reset options."""
     from srpo.sim.tabletop.tasks import SPLIT_SIZES, TASKS
@@ -145,6 +150,10 @@ def make_node():
             self.create_service(Trigger, topics.RESET, self.on_reset)
             self.rejected = collections.Counter()
             self.started_at = now_seconds(self)
+            self.graph_matched = False  # once a policy and a recorder were matched (or waited for), episodes start at once
+            self.pending_request: dict | None = None
+            self.request_timer = None
+            self.request_since = 0.0
             if self.driver is not None and self.cfg.start_episode:
                 self.start_timer = self.create_timer(0.1, self.first_episode)
             self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
@@ -201,8 +210,33 @@ def make_node():
                 self.set_status(f"refused episode request: {exc}")
                 self.get_logger().warning(f"refused episode request {msg.data!r}: {exc}")
                 return
+            self.pending_request = options  # a newer request replaces one still waiting
+            if self.graph_matched or self.connected():
+                self.start_requested()
+            elif self.request_timer is None:  # the first request of a fresh graph: wait as the first episode does
+                self.request_since = now_seconds(self)
+                self.request_timer = self.create_timer(0.1, self.start_requested)
+
+        def start_requested(self) -> None:
+            """Start the pending requested episode once a policy and a recorder are matched (or ``start_wait_s``
+            after the request in any case): a request can arrive before this arm's publishers reach them."""
+            waited = now_seconds(self) - self.request_since
+            if not (self.graph_matched or self.connected()) and waited < self.cfg.start_wait_s:
+                self.set_status("waiting for a policy and a recorder before the requested episode")
+                return  # the timer fires again
+            if self.request_timer is not None:
+                self.destroy_timer(self.request_timer)
+                self.request_timer = None
+            self.graph_matched = True
+            options, self.pending_request = self.pending_request, None
             with self.lock:
                 self.reset_episode(options)
+
+        def connected(self) -> bool:
+            """A policy publishes commands and a recorder's subscription to the executed actions is matched to this
+            arm's publisher (a node the graph already lists can be seconds from receiving on a loaded machine, and
+            states sent before then are lost to it)."""
+            return self.count_publishers(topics.ACTION) >= 1 and self.executed_pub.get_subscription_count() >= 1
 
         # -------------------------------------------------------------------------------------------- sim
         def first_episode(self) -> None:
@@ -212,11 +246,11 @@ def make_node():
             waited = now_seconds(self) - self.started_at - self.cfg.start_delay_s
             if waited < 0:
                 return
-            connected = self.count_publishers(topics.ACTION) >= 1 and self.executed_pub.get_subscription_count() >= 1
-            if not connected and waited < self.cfg.start_wait_s:
+            if not self.connected() and waited < self.cfg.start_wait_s:
                 self.set_status("waiting for a policy and a recorder before the first episode")
                 return  # the timer fires again
             self.destroy_timer(self.start_timer)
+            self.graph_matched = True
             with self.lock:
                 self.reset_episode()
 
@@ -289,7 +323,7 @@ def make_node():
                 # the simulated arm holds by pausing the simulator: a perfect hold, and the task's step budget is
                 # spent only on commanded motion. Its state is re-published with a fresh stamp (it is still true)
                 self.publish_state(self.driver.state(), now_seconds(self))
-                self.set_status("holding: " + (why or ", ".join(decision.reasons)))
+                self.set_status(holding_status(decision, why))
                 return
             state = self.driver.apply(decision.action)
             self.executed_pub.publish(named_values(ACTION_NAMES, decision.action, stamp))
@@ -332,7 +366,7 @@ def make_node():
             msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z = twist.angular
             self.twist_pub.publish(msg)
             self.gripper_pub.publish(Float64MultiArray(data=[twist.gripper]))
-            self.set_status("holding: " + (why or ", ".join(decision.reasons)) if hold else "moving")
+            self.set_status(holding_status(decision, why) if hold else "moving")
 
         def set_status(self, text: str) -> None:
             if text != self.status:

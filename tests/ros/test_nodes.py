@@ -117,6 +117,38 @@ def test_e_stop_latches_until_released(ros):
     probe.node.destroy_timer(timer)
 
 
+def test_the_first_requested_episode_waits_until_a_policy_and_a_recorder_are_matched(ros):
+    """A request can reach the arm before its publishers reach the policy and the recorder (matching lags discovery
+    on a loaded machine, and states sent before then are lost to the recorder): the arm holds the request until a
+    command publisher and a subscriber of executed actions are matched, then starts it."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    domain, nodes, probe = ros
+    infos = probe.listen(String, topics.EPISODE_INFO, latched_qos())
+    status = probe.listen(String, topics.ARM_STATUS, latched_qos())
+    request = probe.node.create_publisher(String, topics.EPISODE_REQUEST, 10)
+    nodes.node("arm_node", *_sim_params(max_steps=50), "start_episode:=false", "start_wait_s:=60.0")
+    probe.wait_for(lambda: request.get_subscription_count() > 0, 60, "the arm", nodes)
+    request.publish(String(data=json.dumps({"task": "press_button", "init_state_id": 4})))
+    probe.wait_for(lambda: any(m.data == "waiting for a policy and a recorder before the requested episode"
+                               for _, m in status), 30, "the arm to hold the request", nodes)
+    assert not infos  # nothing started
+    probe.listen(JointState, topics.EXECUTED_ACTION, 50)  # a recorder ...
+    probe.node.create_publisher(JointState, topics.ACTION, 10)  # ... and a policy appear
+    probe.wait_for(lambda: any(json.loads(m.data).get("init_state_id") == 4 for _, m in infos), 30,
+                   "the requested episode to start", nodes)
+
+
+def test_an_e_stop_is_the_status_even_when_a_command_is_also_late():
+    from srpo.robot.safety import SafetyDecision
+    from srpo_ros.arm_node import holding_status
+
+    hold = np.zeros(len(ACTION_NAMES), np.float32)
+    assert holding_status(SafetyDecision(hold, True, ["e-stop"]), "no new command") == "holding: e-stop"
+    assert holding_status(SafetyDecision(hold, False, []), "no new command") == "holding: no new command"
+
+
 def _command(values, stamp) -> object:
     from sensor_msgs.msg import JointState
 
