@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srpo.sim.tabletop.scene import DISTRACTORS, SCENERY_GEOMS, TEXTURED_MATERIALS
+from srpo.sim.tabletop.scene import DISTRACTORS, SCENERY_GEOMS, TEXTURED_MATERIALS, VISIBLE_TABLE
 
 DIMENSIONS = {
     "camera": "camera viewpoint: pose offsets of the third-person and wrist cameras",
@@ -245,7 +245,7 @@ def perturb_layout(layout: dict, objects: tuple[str, ...], level: int, rng: np.r
                 out[name] = (float(nx), float(ny), *rest)
                 break
     for name in rng.permutation(DISTRACTORS)[: (1, 2, 4)[level - 1]]:
-        for x, y in zip(rng.uniform(-0.25, 0.25, 200), rng.uniform(-0.24, 0.08, 200)):
+        for x, y in zip(rng.uniform(*VISIBLE_TABLE[0], 200), rng.uniform(*VISIBLE_TABLE[1], 200)):
             if fits(str(name), x, y, out):
                 out[str(name)] = (float(x), float(y))
                 break

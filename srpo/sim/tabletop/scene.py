@@ -32,6 +32,7 @@ GRIP_TO_TIP = 0.012  # the grip site sits this far above the fingertips
 GRIP_Z_MIN = 0.014  # lowest grip-site height (keeps fingertips 2 mm above the table)
 
 MOVABLE_OBJECTS = ("red_cube", "blue_cube", "green_cylinder")
+VISIBLE_TABLE = ((-0.25, 0.25), (-0.24, 0.08))  # (x, y) ranges of the table in both cameras' view
 # Evaluation-only scenery (``perturbations.py``): invisible (alpha 0), collision-free and parked out of view unless a
 # perturbation shows it, so an unperturbed scene renders and simulates exactly as without it.
 _DISTRACTOR_SHAPES = {  # name: (MJCF geom type, size, colour, half height: it stands on the table at z = that)
@@ -182,7 +183,7 @@ def _scenery_geoms() -> str:
       <geom name="{name}" type="{kind}" size="{size}" rgba="{rgb} 0" contype="0" conaffinity="0"/>
     </body>
 """ for k, (name, (kind, size, rgb, _)) in enumerate(_DISTRACTOR_SHAPES.items()))
-    return f"""\
+    return """\
     <geom name="backdrop" type="box" class="visual" pos="0 0.75 0.3" size="1.6 0.01 0.7" rgba="0.6 0.6 0.6 0"/>
     <geom name="floor" type="plane" class="visual" pos="0 0 -0.3" size="3 3 0.1" rgba="0.5 0.5 0.5 0"/>
 """ + bodies

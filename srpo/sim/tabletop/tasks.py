@@ -74,7 +74,8 @@ def placement_ok(name: str, x: float, y: float, layout: dict, margin: float = 0.
     """Whether ``name`` (a movable object, the tray or the square) fits at (x, y) in ``layout``: its footprint
     clear of the others' by ``margin``, of the button base and of the drawer's path, and on the visible table."""
     r = _FOOTPRINT[name]
-    if not (-0.25 + r <= x <= 0.25 - r and -0.24 + r <= y <= 0.08 - r):  # in both cameras' view
+    (x0, x1), (y0, y1) = scene.VISIBLE_TABLE
+    if not (x0 + r <= x <= x1 - r and y0 + r <= y <= y1 - r):
         return False
     cab_x = layout["cabinet"][0]
     if abs(x - cab_x) < 0.1 + r and y + r > -0.01:
