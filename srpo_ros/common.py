@@ -132,6 +132,15 @@ def named_values(names: list[str] | tuple[str, ...], values: np.ndarray, stamp: 
     return msg
 
 
+def acting_distribution(temperature: float, std: float | str | None) -> dict[str, Any]:
+    """How the policy node samples its chunks, as episodes store it (``EpisodeMeta.policy_distribution``): the one
+    place both the policy's latched info and the recorder's per-decision note build it, so offline SRPO reads the same
+    fields whichever of the two reached the recorder first. ``std`` is a number (a fixed exploration std in normalised
+    units) or "policy" (the policy's own learned std)."""
+    return {"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0,
+            "temperature": float(temperature), "std": std}
+
+
 def decision_message(stamp: float, chunk: np.ndarray, log_prob: float, mean: np.ndarray | None,
                      log_std: np.ndarray | None, temperature: float, version: str,
                      std: float | str | None = None) -> Any:

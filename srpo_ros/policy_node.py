@@ -30,7 +30,7 @@ from srpo.runtime.sampling import decide
 from srpo.runtime.validation import CandidateRejected, ValidationConfig, validate_candidate
 from srpo.spec import ACTION_NAMES
 from srpo_ros import topics
-from srpo_ros.common import decision_message, declare_config, diagnostics_message, latched_qos, named_values, now_seconds, seconds_to_stamp, spin, stamp_to_seconds
+from srpo_ros.common import acting_distribution, decision_message, declare_config, diagnostics_message, latched_qos, named_values, now_seconds, seconds_to_stamp, spin, stamp_to_seconds
 
 
 TICK_SOURCES = ("state", "timer")
@@ -130,9 +130,7 @@ def make_node():
                 "version": self.policy.version, "backend": self.policy.backend, "device": self.policy.device,
                 "temperature": self.cfg.temperature, "chunk_size": self.policy.chunk_size,
                 "previous": None if self.previous is None else self.previous.version,
-                "distribution": ({"family": "gaussian", "space": "normalised", "chunk_correlation": 0.0,
-                                  "temperature": self.cfg.temperature,
-                                  "std": self.cfg.exploration_std or "policy"}
+                "distribution": (acting_distribution(self.cfg.temperature, self.cfg.exploration_std or "policy")
                                  if self.cfg.temperature > 0 else None)})))
 
         # -------------------------------------------------------------------------------------------- push

@@ -20,7 +20,7 @@ import numpy as np
 from srpo.robot.recorder import EpisodeRecorder, RecorderConfig
 from srpo.spec import ACTION_NAMES, TABLETOP_SPEC, RobotSpec
 from srpo_ros import topics
-from srpo_ros.common import declare_config, latched_qos, parse_decision, spin, stamp_to_seconds
+from srpo_ros.common import acting_distribution, declare_config, latched_qos, parse_decision, spin, stamp_to_seconds
 
 
 END_GRACE_S = 0.25
@@ -238,9 +238,8 @@ def make_node():
                 return
             # the decision says which version acted and how it sampled; the policy's info fills in an older node's
             described = (self.policy.get("distribution") or {}) if self.policy.get("version") == d["version"] else {}
-            own = {"std": d["std"]} if d["std"] is not None else {}
-            distribution = ({**described, **own, "family": "gaussian", "space": "normalised",
-                             "chunk_correlation": 0.0, "temperature": d["temperature"]}
+            std = d["std"] if d["std"] is not None else described.get("std")
+            distribution = ({**described, **acting_distribution(d["temperature"], std)}
                             if d["mean"] is not None else None)
             self.recorder.add_decision(d["stamp"], d["chunk"], d["log_prob"], d["mean"], d["log_std"],
                                        policy_version=d["version"], distribution=distribution)

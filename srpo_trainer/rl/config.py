@@ -170,6 +170,12 @@ class RegressionConfig:
     failure whose dense reward is R weighs exp(-(1 - R/c) / beta)."""
     min_weight: float = 1e-3
     """Trajectories weighing less are left out (they would only cost memory)."""
+    weighting: str = "reward"
+    """reward: exp((R/c - 1) / beta), absolute (``objectives.reward_weights``); advantage: min(exp(A / beta), max_weight)
+    with A the group-normalised advantage (``objectives.advantage_weights``, AWR): the weight goes to successes among
+    failures of the same prompt rather than to prompts already solved."""
+    max_weight: float = 20.0
+    """advantage weighting: the largest weight one trajectory gets (AWR's clip)."""
     steps: int = 200
     """Gradient steps of the SFT loss per RL step."""
     batch_size: int = 64
@@ -185,6 +191,10 @@ class RegressionConfig:
     separates what the rollouts teach from what more supervised steps on the demonstrations alone would do."""
 
     def __post_init__(self) -> None:
+        if self.weighting not in ("reward", "advantage"):
+            raise ValueError(f"update.regression.weighting must be reward or advantage, got {self.weighting!r}")
+        if self.max_weight < 1:
+            raise ValueError("update.regression.max_weight must be >= 1")
         if self.beta <= 0 or not 0 <= self.min_weight < 1:
             raise ValueError("update.regression.beta must be > 0 and min_weight in [0, 1)")
         if self.steps < 1 or self.batch_size < 1 or self.replay_steps < 0 or self.augment_shift < 0:

@@ -141,6 +141,23 @@ def reward_weights(rewards: np.ndarray, coef: float, beta: float) -> np.ndarray:
     return np.exp((np.minimum(r, 1.0) - 1.0) / beta)
 
 
+def advantage_weights(advantages: np.ndarray, beta: float, max_weight: float) -> np.ndarray:
+    """w_i = min(exp(A_i / beta), w_max): the weight of trajectory i in advantage-weighted regression (AWR, Peng et
+    al. 2019), with A_i its group-normalised advantage.
+
+    Unlike ``reward_weights``, the weight is relative to the trajectory's own group: a success among failures of the
+    same prompt (A > 0) weighs up to w_max, a success in an all-success group weighs exp(0) = 1 like a demonstration,
+    and a failure below its group's mean less than 1. The regression therefore spends its steps on the prompts where
+    the policy's own behaviour still fails, instead of re-learning the ones it already solves. With SRPO's reward the
+    failures of an all-fail group are ranked by their progress, so the nearest misses weigh more than 1."""
+    if beta <= 0 or max_weight < 1:
+        raise ValueError(f"beta must be > 0 and max_weight >= 1, got {beta} and {max_weight}")
+    a = np.asarray(advantages, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("advantage-weighted regression got a non-finite advantage")
+    return np.minimum(np.exp(a / beta), max_weight)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """mean over the elements where ``mask`` is 1 (all elements without a mask); ``mask`` broadcasts to ``x``."""
     if mask is None:
@@ -175,4 +192,5 @@ def kl_penalty(logp: torch.Tensor, logp_ref: torch.Tensor, mask: torch.Tensor | 
 
 
 __all__ = ["dynamic_sampling_mask", "group_advantages", "kl_penalty", "masked_mean", "ppo_clip_loss",
-           "progress_gae_advantages", "reward_spread_mask", "reward_weights", "rloo_advantages"]
+           "progress_gae_advantages", "reward_spread_mask", "reward_weights", "rloo_advantages",
+           "advantage_weights"]

@@ -40,8 +40,8 @@ from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.offline import OfflineSelection, accepted_lineage, offline_groups, select_offline
 from srpo_trainer.rl.trainer import (METRICS_FILE, RegressionBuffer, RunConfigError, advantages_of,
                                      evaluate_heldout, fit_world_model, keep_mask, load_reward_encoder, log_metrics,
-                                     plot_run, ppo_update, print_summary, regression_update, step_rewards,
-                                     summarise_run)
+                                     plot_run, ppo_update, print_summary, regression_update, regression_weights,
+                                     step_rewards, summarise_run)
 
 SELECTION_FILE = "selection.json"
 
@@ -117,7 +117,6 @@ def train_offline(cfg: RLConfig, progress: bool = True) -> Path:
     from srpo_trainer.policies.base import stamp_version
     from srpo_trainer.progress_reward import SuccessMemory
     from srpo_trainer.rl.exploration import ExplorationPolicy
-    from srpo_trainer.rl.objectives import reward_weights
     from srpo_trainer.rl.trainer import check_run
     from srpo_trainer.run_checkpoints import open_run
 
@@ -196,7 +195,7 @@ def train_offline(cfg: RLConfig, progress: bool = True) -> Path:
             r = cfg.update.regression
             demos = select_episodes(EpisodeStore(r.demos), cfg.rollout.tasks, r.demos_per_task) if r.demos else []
             buffer = RegressionBuffer(cfg, demos)
-            buffer.add(1, kept, reward_weights(rewards, cfg.reward.coef, r.beta), None)
+            buffer.add(1, kept, regression_weights(cfg, rewards, advantages), None)
         base = {"rollout/trajectories": len(kept), "rollout/success": float(success.mean()),
                 "offline/episodes_excluded": len(selection.excluded), "offline/rounds": len(rounds),
                 "filter/kept_prompts": len(set(groups[keep].tolist())), "filter/prompts": len(set(groups.tolist())),

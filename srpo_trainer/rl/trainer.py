@@ -50,7 +50,8 @@ from srpo_trainer.progress_reward import SuccessMemory
 from srpo_trainer.rl.config import RLConfig
 from srpo_trainer.rl.exploration import ExplorationPolicy, chunk_log_prob, decision_kl, decision_log_probs
 from srpo_trainer.rl.objectives import (dynamic_sampling_mask, group_advantages, kl_penalty, ppo_clip_loss,
-                                        progress_gae_advantages, reward_spread_mask, reward_weights, rloo_advantages)
+                                        progress_gae_advantages, reward_spread_mask, reward_weights, rloo_advantages,
+                                        advantage_weights)
 from srpo_trainer.rl.rewards import trajectory_rewards
 from srpo_trainer.rollouts import decision_observation, run_policy_episodes
 from srpo_trainer.run_checkpoints import latest_checkpoint, open_run, restore_trainer_state, save_run_checkpoint
@@ -189,6 +190,17 @@ def advantages_of(cfg: RLConfig, rewards: np.ndarray, groups: np.ndarray,
         per_traj = group_advantages(rewards, groups, u.adv_eps, u.adv_std_floor * cfg.reward.coef)
     sizes = [len(e.chunk_steps) for e in episodes] if episodes is not None else [1] * len(per_traj)
     return [np.full(n, a) for n, a in zip(sizes, per_traj)]
+
+
+def prompt_outcomes(success: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """How the step's prompts ended: the fraction solved by at least one of their rollouts, and the fraction whose
+    rollouts both succeeded and failed. Only mixed prompts (and, with a dense reward, ranked all-fail ones) carry a
+    learning signal; a policy whose prompts are all solved or all failed, whatever the noise, gives RL nothing to
+    compare (the diagnosis in the README)."""
+    ids = sorted(set(groups.tolist()))
+    rates = np.array([success[groups == g].mean() for g in ids]) if ids else np.zeros(0)
+    return {"rollout/prompts_solved": float((rates > 0).mean()) if len(rates) else 0.0,
+            "rollout/prompts_mixed": float(((rates > 0) & (rates < 1)).mean()) if len(rates) else 0.0}
 
 
 # ----------------------------------------------------------------------------------------------------- update
@@ -484,6 +496,17 @@ class RegressionBuffer:
         return [e for e, _ in items], np.array([w for _, w in items])
 
 
+def regression_weights(cfg: RLConfig, rewards: np.ndarray, advantages: list[np.ndarray]) -> np.ndarray:
+    """Each trajectory's weight in the regression (``update.regression.weighting``): from its reward, or from its
+    group-normalised advantage (one value per trajectory: the mean of its per-decision advantages, which grpo and
+    rloo make constant)."""
+    r = cfg.update.regression
+    if r.weighting == "advantage":
+        per_traj = np.array([float(np.mean(a)) if len(a) else 0.0 for a in advantages])
+        return advantage_weights(per_traj, r.beta, r.max_weight)
+    return reward_weights(rewards, cfg.reward.coef, r.beta)
+
+
 def regression_update(policy: Policy, explore: ExplorationPolicy, optimizer: torch.optim.Optimizer,
                       buffer: RegressionBuffer, episodes: list[Episode], cfg: RLConfig,
                       rng: np.random.Generator) -> dict[str, float]:
@@ -761,7 +784,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         kept = [e for e, k in zip(episodes, keep) if k]
         update = {}
         if buffer is not None:  # regression weighs every rollout by its reward; the group filter does not apply
-            buffer.add(done, episodes, reward_weights(rewards, cfg.reward.coef, cfg.update.regression.beta), step_dir)
+            buffer.add(done, episodes, regression_weights(cfg, rewards, advantages), step_dir)
             update = regression_update(policy, explore, optimizer, buffer, episodes, cfg, rng)
         elif kept:
             snr = cfg.update.grad_snr_every > 0 and done % cfg.update.grad_snr_every == 0
@@ -776,6 +799,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
             "rollout/progress": float(np.mean([e.meta.final_progress for e in episodes])),
             "filter/kept_prompts": len(set(groups[keep].tolist())), "filter/prompts": len(set(groups.tolist())),
             "filter/kept_all_fail_prompts": all_fail_kept,
+            **prompt_outcomes(success, groups),
             "reward/mean": float(rewards.mean()), "reward/failure_mean": float(rewards[~success].mean())
             if (~success).any() else 0.0,
             "advantage/mean": float(kept_adv.mean()), "advantage/std": float(kept_adv.std()),

@@ -140,3 +140,41 @@ def test_reward_weights_rank_like_rewards_and_reduce_to_success_filtering():
         reward_weights(np.array([1.0, np.nan]), c, 0.25)
     with pytest.raises(ValueError, match="beta"):
         reward_weights(rewards, c, 0.0)
+
+
+def test_advantage_weights_favour_a_success_among_failures_over_a_solved_prompt():
+    from srpo_trainer.rl.config import RLConfig
+    from srpo_trainer.rl.objectives import advantage_weights, group_advantages, reward_weights
+    from srpo_trainer.rl.trainer import regression_weights
+
+    c = 5.0
+    # prompt 0: one success among three failures; prompt 1: solved every time
+    rewards = np.array([c, 1.0, 1.0, 1.0, c, c, c, c])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    adv = group_advantages(rewards, groups, 1e-6, 0.1 * c)
+    w = advantage_weights(adv, beta=1.0, max_weight=20.0)
+    # hand-computed: group 0 mean 2, std sqrt(3) -> the success has A = 3/sqrt(3) = sqrt(3), each failure -1/sqrt(3)
+    np.testing.assert_allclose(w[:4], np.exp([np.sqrt(3), -1 / np.sqrt(3), -1 / np.sqrt(3), -1 / np.sqrt(3)]),
+                               rtol=1e-5)
+    np.testing.assert_allclose(w[4:], 1.0)  # an all-success group weighs like a demonstration
+    assert w[0] > 5 * w[4]  # the new success outweighs the re-learnt ones
+    assert advantage_weights(np.array([10.0]), 1.0, 20.0)[0] == 20.0  # clipped
+    with pytest.raises(ValueError, match="non-finite"):
+        advantage_weights(np.array([np.inf]), 1.0, 20.0)
+    with pytest.raises(ValueError, match="max_weight"):
+        advantage_weights(adv, 1.0, 0.5)
+    # the trainer picks the weighting from the config; the reward weighting is unchanged
+    cfg = RLConfig()
+    cfg.update.regression.weighting, cfg.update.regression.beta = "advantage", 1.0
+    per_decision = [np.full(3, a) for a in adv]
+    np.testing.assert_allclose(regression_weights(cfg, rewards, per_decision), w)
+    cfg.update.regression.weighting, cfg.update.regression.beta = "reward", 0.25
+    np.testing.assert_allclose(regression_weights(cfg, rewards, per_decision), reward_weights(rewards, c, 0.25))
+
+
+def test_prompt_outcomes_count_solved_and_mixed_prompts():
+    from srpo_trainer.rl.trainer import prompt_outcomes
+
+    success = np.array([1, 1, 0, 0, 1, 0, 1, 1], dtype=bool)
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])  # solved, failed, mixed, solved
+    assert prompt_outcomes(success, groups) == {"rollout/prompts_solved": 0.75, "rollout/prompts_mixed": 0.25}

@@ -87,6 +87,8 @@ def test_policy_gradient_raises_the_probability_of_the_rewarded_action(policy):
     ("update.loss=dpo", "update.loss must be one of"),
     ("update.regression.beta=0", "update.regression.beta must be > 0"),
     ("update.regression.steps=0", "update.regression.steps"),
+    ("update.regression.weighting=rank", "update.regression.weighting must be reward or advantage"),
+    ("update.regression.max_weight=0.5", "update.regression.max_weight must be >= 1"),
 ])
 def test_bad_config_values_fail_when_the_config_is_built(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -175,6 +177,8 @@ def test_tiny_end_to_end_run_and_exact_resume(tmp_path, sft_start, demo_store):
     assert any(x["advantage/abs_max"] > 0 for x in updated) and any(x["update/optimizer_steps"] > 0 for x in updated)
     assert all("update/kl_ref" in x for x in updated if x["update/optimizer_steps"] > 0)  # the KL path ran
     assert any(x["rollout/success"] > 0 for x in steps)
+    assert all(0 <= x["rollout/prompts_mixed"] <= x["rollout/prompts_solved"] <= 1 for x in steps)
+    assert any(x["rollout/prompts_solved"] > 0 for x in steps)  # a success means its prompt was solved
     from safetensors.torch import load_file
 
     before, after = load_file(str(init / "model.safetensors")), load_file(str(full / "final" / "model.safetensors"))
