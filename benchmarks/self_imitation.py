@@ -77,7 +77,8 @@ def paired(before: dict, after: dict) -> dict:
     keys = sorted(before)
     b, a = np.array([before[k] for k in keys]), np.array([after[k] for k in keys])
     diff, lo, hi = paired_difference(b, a)
-    return {"before": float(b.mean()), "after": float(a.mean()), "after_ci95": list(wilson_interval(int(a.sum()), len(a))),
+    return {"before": float(b.mean()), "after": float(a.mean()),
+            "after_ci95": list(wilson_interval(int(a.sum()), len(a))),
             "change": float(diff), "change_ci95": [float(lo), float(hi)], "episodes": len(keys),
             "per_task_after": {t: float(np.mean([after[k] for k in keys if k[0] == t])) for t in TASKS}}
 

@@ -167,13 +167,13 @@ class RegressionConfig:
 
     beta: float = 0.1
     """Temperature of the weights exp((R/c - 1) / beta) (``objectives.reward_weights``): a success weighs 1, a
-    failure whose dense reward is R weighs exp(-(1 - R/c) / beta)."""
+    failure whose dense reward is R weighs exp(-(1 - R/c) / beta). With ``weighting: advantage``, of exp(A / beta)."""
     min_weight: float = 1e-3
     """Trajectories weighing less are left out (they would only cost memory)."""
     weighting: str = "reward"
-    """reward: exp((R/c - 1) / beta), absolute (``objectives.reward_weights``); advantage: min(exp(A / beta), max_weight)
-    with A the group-normalised advantage (``objectives.advantage_weights``, AWR): the weight goes to successes among
-    failures of the same prompt rather than to prompts already solved."""
+    """reward: exp((R/c - 1) / beta), absolute (``objectives.reward_weights``); advantage:
+    min(exp(A / beta), max_weight) with A the group-normalised advantage (``objectives.advantage_weights``, AWR): the
+    weight goes to successes among failures of the same prompt rather than to prompts already solved."""
     max_weight: float = 20.0
     """advantage weighting: the largest weight one trajectory gets (AWR's clip)."""
     steps: int = 200

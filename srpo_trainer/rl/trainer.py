@@ -197,10 +197,11 @@ def prompt_outcomes(success: np.ndarray, groups: np.ndarray) -> dict[str, float]
     rollouts both succeeded and failed. Only mixed prompts (and, with a dense reward, ranked all-fail ones) carry a
     learning signal; a policy whose prompts are all solved or all failed, whatever the noise, gives RL nothing to
     compare (the diagnosis in the README)."""
-    ids = sorted(set(groups.tolist()))
-    rates = np.array([success[groups == g].mean() for g in ids]) if ids else np.zeros(0)
-    return {"rollout/prompts_solved": float((rates > 0).mean()) if len(rates) else 0.0,
-            "rollout/prompts_mixed": float(((rates > 0) & (rates < 1)).mean()) if len(rates) else 0.0}
+    if len(groups) == 0:
+        return {"rollout/prompts_solved": 0.0, "rollout/prompts_mixed": 0.0}
+    rates = np.array([success[groups == g].mean() for g in sorted(set(groups.tolist()))])
+    return {"rollout/prompts_solved": float((rates > 0).mean()),
+            "rollout/prompts_mixed": float(((rates > 0) & (rates < 1)).mean())}
 
 
 # ----------------------------------------------------------------------------------------------------- update
@@ -783,7 +784,7 @@ def _train_loop(cfg: RLConfig, run: Path, policy: Policy, explore: ExplorationPo
         t0 = time.perf_counter()
         kept = [e for e, k in zip(episodes, keep) if k]
         update = {}
-        if buffer is not None:  # regression weighs every rollout by its reward; the group filter does not apply
+        if buffer is not None:  # regression weighs every rollout (reward or advantage); the group filter does not apply
             buffer.add(done, episodes, regression_weights(cfg, rewards, advantages), step_dir)
             update = regression_update(policy, explore, optimizer, buffer, episodes, cfg, rng)
         elif kept:
