@@ -1,10 +1,10 @@
 """Does the policy learn from its own successes? A diagnosis of why RL does not lift few-demo TinyVLA.
 
     python benchmarks/self_imitation.py --demos outputs/demo/demos --work outputs/self_imitation \
-        --out benchmarks/results                                    # about 45 min on 2 cores; every stage is cached
+        --out benchmarks/results                                    # about 65 min on 2 cores; every stage is cached
 
 The start is a few-demo SFT policy (3 DART demos per task for 4 tasks with headroom, 1200 steps), so successes under
-exploration are plentiful (about 40% of the rollouts). Four ways of learning from those successes are compared, each
+exploration are plentiful (about 40% of the rollouts). Five ways of learning from those successes are compared, each
 evaluated with deterministic actions on the same 50 held-out states per task (200 episodes) and on 50 TRAIN states
 per task (the states the rollouts come from: what the paper's LIBERO protocol measures):
 
@@ -12,6 +12,8 @@ per task (the states the rollouts come from: what the paper's LIBERO protocol me
 - ``rwr_std0.6``: the same with 3x the exploration noise and 32 prompts x 4;
 - ``awr_std0.6``: advantage-weighted regression (``update.regression.weighting=advantage``): a success among failures
   of its own prompt weighs up to 20x, a prompt solved every time 1x;
+- ``rwr_10states_seed0/1``: many rollouts per state instead: 10 train states per task, 8 prompts x 16 rollouts,
+  std 0.4, two training seeds; also evaluated on the 10 states it rolled out on and on the 40 others;
 - ``sft_on_successes``: no RL update at all, a fresh SFT on the demos plus every success ``rwr_std0.2`` collected (the
   most a filtered behaviour cloning on those rollouts can give).
 
@@ -49,6 +51,10 @@ RUNS = {
     "awr_std0.6": ["steps=4", "eval_every=4", "rollout.prompts_per_step=16", "rollout.group_size=8",
                    "exploration.std=0.6", "update.regression.weighting=advantage", "update.regression.beta=1.0",
                    "update.regression.min_weight=0.05", "update.regression.steps=150"],
+    # many rollouts per state: 10 train states per task, 16 rollouts each per prompt; two training seeds
+    **{f"rwr_10states_seed{k}": ["steps=4", "eval_every=4", "rollout.train_states=10", "rollout.prompts_per_step=8",
+                                 "rollout.group_size=16", "exploration.std=0.4", "update.regression.steps=150",
+                                 f"seed={k}"] for k in (0, 1)},
 }
 """The RL runs: ``configs/srpo_rwr.yaml`` from the start with these overrides. The first fits the world model; the
 others reuse it, so every run scores with the same encoder."""
@@ -134,6 +140,13 @@ def main() -> None:
         if name == "start":
             continue
         row = {s: paired(evals[("start", s)], evals[(name, s)]) for s in ("heldout", "train")}
+        states = [int(o.split("=")[1]) for o in RUNS.get(name, []) if o.startswith("rollout.train_states=")]
+        if states:  # the train states the run rolled out on, and the others
+            before, after = evals[("start", "train")], evals[(name, "train")]
+            row["train_rolled_out"] = paired({k: v for k, v in before.items() if k[1] < states[0]},
+                                             {k: v for k, v in after.items() if k[1] < states[0]})
+            row["train_not_rolled_out"] = paired({k: v for k, v in before.items() if k[1] >= states[0]},
+                                                 {k: v for k, v in after.items() if k[1] >= states[0]})
         if name in RUNS:
             rows = [json.loads(x) for x in (work / name / "metrics.jsonl").read_text().splitlines() if x.strip()]
             row["trajectories"] = rows[-1]["trajectories"]
@@ -166,7 +179,7 @@ def main() -> None:
     write_json(out / "self_imitation.json", result)
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     names = list(result["runs"])
     for ax, split in zip(axes, ("heldout", "train")):
         base = 100 * result["start_success"][split]
@@ -176,7 +189,7 @@ def main() -> None:
             lo, hi = (100 * x for x in r["change_ci95"])
             ax.errorbar(i, 100 * r["change"], yerr=[[100 * r["change"] - lo], [hi - 100 * r["change"]]], fmt="o",
                         capsize=4)
-        ax.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
         label = "held-out" if split == "heldout" else split
         ax.set_title(f"{label} states (start {base:.1f}%, 200 episodes, paired 95% CI)", fontsize=9)
     axes[0].set_ylabel("change in success (points)")
@@ -184,6 +197,11 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(out / "self_imitation.png", dpi=120)
     for n in names:
+        if "train_rolled_out" in result["runs"][n]:
+            r, o = result["runs"][n]["train_rolled_out"], result["runs"][n]["train_not_rolled_out"]
+            print(f"{n:18s} train states rolled out on: {100 * r['change']:+.1f} ({100 * r['change_ci95'][0]:+.1f}.."
+                  f"{100 * r['change_ci95'][1]:+.1f}, {r['episodes']} episodes); the others {100 * o['change']:+.1f} "
+                  f"({100 * o['change_ci95'][0]:+.1f}..{100 * o['change_ci95'][1]:+.1f})")
         h, t = result["runs"][n]["heldout"], result["runs"][n]["train"]
         print(f"{n:18s} held-out {100 * h['before']:.1f} -> {100 * h['after']:.1f} ({100 * h['change']:+.1f}, "
               f"{100 * h['change_ci95'][0]:+.1f}..{100 * h['change_ci95'][1]:+.1f}); train {100 * t['before']:.1f} -> "
