@@ -236,11 +236,10 @@ def make_node():
             except (ValueError, KeyError, TypeError):
                 self.refused += 1
                 return
-            # the decision says which version acted and how it sampled; the policy's info fills in an older node's
+            # the decision says which version acted and how it sampled; the policy's info fills in an older node's std
             described = (self.policy.get("distribution") or {}) if self.policy.get("version") == d["version"] else {}
             std = d["std"] if d["std"] is not None else described.get("std")
-            distribution = ({**described, **acting_distribution(d["temperature"], std)}
-                            if d["mean"] is not None else None)
+            distribution = acting_distribution(d["temperature"], std) if d["mean"] is not None else None
             self.recorder.add_decision(d["stamp"], d["chunk"], d["log_prob"], d["mean"], d["log_std"],
                                        policy_version=d["version"], distribution=distribution)
 
