@@ -151,11 +151,10 @@ def make_node():
             self.rejected = collections.Counter()
             self.started_at = now_seconds(self)
             self.graph_matched = False  # once a policy and a recorder were matched (or waited for), episodes start at once
-            self.pending_request: dict | None = None
-            self.request_timer = None
-            self.request_since = 0.0
-            if self.driver is not None and self.cfg.start_episode:
-                self.start_timer = self.create_timer(0.1, self.first_episode)
+            self.pending_start: tuple[dict | None, float] | None = None  # (options, waiting since) of the next episode
+            self.start_timer = None
+            if self.driver is not None and self.cfg.start_episode:  # the configured episode, after start_delay_s
+                self.schedule_start(None, self.started_at + self.cfg.start_delay_s)
             self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
             self.get_logger().info(f"arm_node: robot={self.cfg.robot} at {self.cfg.control_hz:g} Hz"
                                    + (f", dry_run={self.twist_cfg.dry_run}" if self.cfg.robot == "real" else ""))
@@ -210,25 +209,35 @@ def make_node():
                 self.set_status(f"refused episode request: {exc}")
                 self.get_logger().warning(f"refused episode request {msg.data!r}: {exc}")
                 return
-            self.pending_request = options  # a newer request replaces one still waiting
-            if self.graph_matched or self.connected():
-                self.start_requested()
-            elif self.request_timer is None:  # the first request of a fresh graph: wait as the first episode does
-                self.request_since = now_seconds(self)
-                self.request_timer = self.create_timer(0.1, self.start_requested)
+            self.schedule_start(options, now_seconds(self))
 
-        def start_requested(self) -> None:
-            """Start the pending requested episode once a policy and a recorder are matched (or ``start_wait_s``
-            after the request in any case): a request can arrive before this arm's publishers reach them."""
-            waited = now_seconds(self) - self.request_since
+        def schedule_start(self, options: dict | None, since: float) -> None:
+            """Start an episode (``options``; None: the configured task and state) from ``since`` on, once a policy
+            publishes commands and a recorder listens to what runs, or ``start_wait_s`` after ``since`` in any case.
+            Discovery between freshly started processes can take seconds on a loaded machine: states sent before the
+            recorder matched are lost to it. A newer request replaces an episode still waiting (the first automatic
+            one included); once the graph was matched, episodes start at once."""
+            self.pending_start = (options, since)
+            self.start_pending()
+            if self.pending_start is not None and self.start_timer is None:
+                self.start_timer = self.create_timer(0.1, self.start_pending)
+
+        def start_pending(self) -> None:
+            """Start the pending episode if its time has come and the graph is matched (or waited for)."""
+            if self.pending_start is None:
+                return
+            options, since = self.pending_start
+            waited = now_seconds(self) - since
+            if waited < 0:
+                return  # start_delay_s has not passed
             if not (self.graph_matched or self.connected()) and waited < self.cfg.start_wait_s:
-                self.set_status("waiting for a policy and a recorder before the requested episode")
+                which = "first" if options is None else "requested"
+                self.set_status(f"waiting for a policy and a recorder before the {which} episode")
                 return  # the timer fires again
-            if self.request_timer is not None:
-                self.destroy_timer(self.request_timer)
-                self.request_timer = None
-            self.graph_matched = True
-            options, self.pending_request = self.pending_request, None
+            if self.start_timer is not None:
+                self.destroy_timer(self.start_timer)
+                self.start_timer = None
+            self.graph_matched, self.pending_start = True, None
             with self.lock:
                 self.reset_episode(options)
 
@@ -239,21 +248,6 @@ def make_node():
             return self.count_publishers(topics.ACTION) >= 1 and self.executed_pub.get_subscription_count() >= 1
 
         # -------------------------------------------------------------------------------------------- sim
-        def first_episode(self) -> None:
-            """After ``start_delay_s``: start once a policy publishes commands and a recorder listens to what runs
-            (discovery between freshly started processes can take seconds on a loaded machine, and a recorder that
-            matched late would miss the episode's first steps), or after ``start_wait_s`` more in any case."""
-            waited = now_seconds(self) - self.started_at - self.cfg.start_delay_s
-            if waited < 0:
-                return
-            if not self.connected() and waited < self.cfg.start_wait_s:
-                self.set_status("waiting for a policy and a recorder before the first episode")
-                return  # the timer fires again
-            self.destroy_timer(self.start_timer)
-            self.graph_matched = True
-            with self.lock:
-                self.reset_episode()
-
         def reset_episode(self, options: dict | None = None) -> None:
             """Reset the simulator (to ``options``, else the configured task and state) and announce the episode
             and its instruction; the first state follows ``instruction_lead_s`` later, so the recorder has started
