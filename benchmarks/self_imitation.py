@@ -89,6 +89,15 @@ def paired(before: dict, after: dict) -> dict:
             "per_task_after": {t: float(np.mean([after[k] for k in keys if k[0] == t])) for t in TASKS}}
 
 
+def ensure_start(demos: str, work: Path) -> Path:
+    """The few-demo start (cached): 1200 SFT steps on the first 3 demos per task of ``demos``; its folder."""
+    start = work / "sft3"
+    if not (start / "final" / "config.json").is_file():
+        sh(["srpo", "sft", "--data", demos, "--out", str(start), "tasks=[" + ",".join(TASKS) + "]",
+            "demos_per_task=3", "steps=1200", "batch_size=32", "checkpoint_every=400"], work / "sft3.log")
+    return start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demos", required=True, help="episode store with at least 3 successful demos per task")
@@ -99,10 +108,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     tasks = "[" + ",".join(TASKS) + "]"
 
-    start = work / "sft3"
-    if not (start / "final" / "config.json").is_file():
-        sh(["srpo", "sft", "--data", args.demos, "--out", str(start), f"tasks={tasks}", "demos_per_task=3",
-            "steps=1200", "batch_size=32", "checkpoint_every=400"], work / "sft3.log")
+    start = ensure_start(args.demos, work)
     world_model = work / "rwr_std0.2" / "world_model" / "final"
     for name, overrides in RUNS.items():
         run = work / name

@@ -41,3 +41,28 @@ def test_bad_values_name_the_field(override, message):
 def test_unreadable_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(SFTConfig, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["quick", "srpo", "srpo_paper", "srpo_paper_scale", "srpo_rwr", "srpo_concentrated",
+                                  "grpo", "libero_spatial_quick"])
+def test_every_shipped_rl_config_loads(name):
+    """The RL configs the README's commands name are valid RLConfigs (a typo in one fails here, not in a long run)."""
+    from pathlib import Path
+
+    from srpo_trainer.rl.config import RLConfig
+
+    cfg = load_config(RLConfig, Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml", [])
+    assert cfg.steps >= 1 and cfg.rollout.group_size >= 1
+
+
+def test_the_concentrated_config_is_the_measured_setting():
+    """configs/srpo_concentrated.yaml is what the rollout-concentration benchmark measured: reward-weighted regression
+    over 16 x 16 rollouts per step drawn from 10 train states per task, std 0.4, 150 regression steps."""
+    from pathlib import Path
+
+    from srpo_trainer.rl.config import RLConfig
+
+    cfg = load_config(RLConfig, Path(__file__).resolve().parents[2] / "configs" / "srpo_concentrated.yaml", [])
+    assert (cfg.update.loss, cfg.reward.mode, cfg.rollout.train_states) == ("rwr", "srpo", 10)
+    assert (cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.steps) == (16, 16, 8)
+    assert (cfg.exploration.std_mode, cfg.exploration.std, cfg.update.regression.steps) == ("fixed", 0.4, 150)

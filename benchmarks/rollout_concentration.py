@@ -1,0 +1,158 @@
+"""RL that learns: the same rollout budget concentrated on few train states lifts held-out success.
+
+    srpo sim demos --suite tabletop --per-task 10 --split train --dart-noise 0.3 --out outputs/demos
+    python benchmarks/rollout_concentration.py --demos outputs/demos --work outputs/rollout_concentration \\
+        --out benchmarks/results                     # about 13 min per run alone on 2 cores; every stage is cached
+
+The start is the self-imitation benchmark's (``benchmarks/self_imitation.py``): 3 DART demos per task for
+reach_red_cube, reach_green_cylinder, press_button and open_drawer, 1200 SFT steps. Every run is
+``configs/srpo_concentrated.yaml`` (SRPO reward, reward-weighted regression, 16 prompts x 16 rollouts per step,
+8 steps = 2048 trajectories, exploration std 0.4, 150 regression steps per RL step), and the runs differ only in how
+many train states per task the prompts are drawn from:
+
+- ``spread``: all 50 train states per task (each state is drawn about 0.6 times in 8 steps);
+- ``concentrated``: 10 train states per task (each drawn about 3 times: about 50 rollouts and, at the start's success
+  rate, about 20 successes per state), one run per training seed.
+
+Each policy is evaluated with deterministic actions on the same 50 held-out and 50 train states per task (200
+episodes each, paired with the start's outcomes on the same states); the concentrated runs also on the 10 states per
+task they rolled out on and on the 40 others. The seeds are pooled with a bootstrap over seeds, then states
+(``benchmarks/learning.py``). Writes ``rollout_concentration.json`` and ``rollout_concentration.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, pyplot, write_json  # noqa: E402
+from learning import bootstrap_mean  # noqa: E402
+from self_imitation import TASKS, ensure_start, evaluate, outcomes, paired, sh  # noqa: E402
+
+CONFIG = "configs/srpo_concentrated.yaml"
+CONCENTRATED_STATES = 10  # rollout.train_states of the config: train states 0..9 of every task
+SPLITS = ("heldout", "train", "train_rolled_out", "train_not_rolled_out")
+
+
+def runs(seeds: list[int], spread_seeds: list[int]) -> dict[str, list[str]]:
+    """Run name -> overrides on top of the config; the first run fits the world model the others score with."""
+    out = {f"spread_seed{s}": ["rollout.train_states=50", f"seed={s}"] for s in spread_seeds}
+    out.update({f"concentrated_seed{s}": [f"seed={s}"] for s in seeds})
+    return out
+
+
+def split_outcomes(ev_heldout: dict, ev_train: dict) -> dict[str, dict]:
+    train = outcomes(ev_train)
+    return {"heldout": outcomes(ev_heldout), "train": train,
+            "train_rolled_out": {k: v for k, v in train.items() if k[1] < CONCENTRATED_STATES},
+            "train_not_rolled_out": {k: v for k, v in train.items() if k[1] >= CONCENTRATED_STATES}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--demos", required=True, help="episode store with at least 3 successful demos per task")
+    ap.add_argument("--work", default="outputs/rollout_concentration")
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="training seeds of the concentrated runs")
+    ap.add_argument("--spread-seeds", default="0", help="training seeds of the spread runs")
+    args = ap.parse_args()
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    spread_seeds = [int(s) for s in args.spread_seeds.split(",") if s.strip()]
+    plan = runs(seeds, spread_seeds)
+
+    start = ensure_start(args.demos, work)
+    world_model = work / next(iter(plan)) / "world_model" / "final"
+    for i, (name, overrides) in enumerate(plan.items()):
+        run = work / name
+        if not (run / "final" / "config.json").is_file():
+            wm = [f"reward.world_model.data={args.demos}"] if i == 0 else [f"reward.encoder_path={world_model}"]
+            sh(["srpo", "train", "--config", CONFIG, "--init", str(start / "final"), "--out", str(run),
+                "rollout.tasks=[" + ",".join(TASKS) + "]", *wm, f"update.regression.demos={args.demos}",
+                "update.regression.demos_per_task=3", *overrides], work / f"{name}.log")
+
+    policies = {"start": start / "final", **{n: work / n / "final" for n in plan}}
+    evals = {n: split_outcomes(evaluate(p, "heldout", work / f"eval_heldout_{n}"),
+                               evaluate(p, "train", work / f"eval_train_{n}")) for n, p in policies.items()}
+    result: dict = {"machine": machine(), "tasks": TASKS, "config": CONFIG, "overrides": plan,
+                    "start": "3 DART demos per task, 1200 SFT steps",
+                    "start_success": {s: float(np.mean(list(evals["start"][s].values()))) for s in SPLITS},
+                    "runs": {}, "pooled": {}}
+    for name in plan:
+        summary = json.loads((work / name / "summary.json").read_text())
+        result["runs"][name] = {**{s: paired(evals["start"][s], evals[name][s]) for s in SPLITS},
+                                "trajectories": summary["trajectories"],
+                                "mean_step_time_s": summary["mean_step_time_s"]}
+
+    # pooled over training seeds: bootstrap over seeds, then states, of the paired per-state change
+    rng = np.random.default_rng(0)
+    for kind in ("concentrated", "spread"):
+        names = [n for n in plan if n.startswith(kind)]
+        if not names:
+            continue
+        pooled = {"seeds": len(names)}
+        for s in SPLITS:
+            keys = sorted(evals["start"][s])
+            diff = np.array([[evals[n][s][k] - evals["start"][s][k] for k in keys] for n in names], dtype=float)
+            mean, lo, hi = bootstrap_mean(diff, rng)
+            after = float(np.mean([[evals[n][s][k] for k in keys] for n in names]))
+            pooled[s] = {"after": after, "change": mean, "change_ci95": [lo, hi], "episodes_per_seed": len(keys),
+                         "per_task_after": {t: float(np.mean([evals[n][s][k] for n in names for k in keys
+                                                              if k[0] == t])) for t in TASKS}}
+        result["pooled"][kind] = pooled
+    result["per_task_start"] = {s: {t: float(np.mean([v for k, v in evals["start"][s].items() if k[0] == t]))
+                                    for t in TASKS} for s in ("heldout", "train")}
+    write_json(out / "rollout_concentration.json", result)
+    plot(result, out / "rollout_concentration.png")
+    for name, row in result["runs"].items():
+        print(f"{name:20s} " + "; ".join(f"{s} {100 * row[s]['change']:+.1f} ({100 * row[s]['change_ci95'][0]:+.1f}.."
+                                         f"{100 * row[s]['change_ci95'][1]:+.1f})" for s in SPLITS))
+    for kind, pooled in result["pooled"].items():
+        print(f"{kind} ({pooled['seeds']} seeds) " + "; ".join(
+            f"{s} {100 * pooled[s]['change']:+.1f} ({100 * pooled[s]['change_ci95'][0]:+.1f}.."
+            f"{100 * pooled[s]['change_ci95'][1]:+.1f})" for s in SPLITS))
+
+
+def plot(result: dict, path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1.2, 1.2, 1.4]})
+    names = list(result["runs"])
+    for ax, split in zip(axes[:2], ("heldout", "train")):
+        ax.axhline(0, color="grey", lw=0.8)
+        rows = [(n, result["runs"][n][split]) for n in names]
+        rows += [(f"{k} pooled ({p['seeds']} seeds)", p[split]) for k, p in result["pooled"].items() if p["seeds"] > 1]
+        for i, (n, r) in enumerate(rows):
+            c, (lo, hi) = 100 * r["change"], (100 * x for x in r["change_ci95"])
+            colour = "tab:green" if n.startswith("concentrated") else "tab:grey"
+            ax.errorbar(i, c, yerr=[[c - lo], [hi - c]], fmt="s" if "pooled" in n else "o", color=colour, capsize=4)
+        ax.set_xticks(range(len(rows)), [n for n, _ in rows], rotation=25, ha="right", fontsize=8)
+        label = "held-out" if split == "heldout" else "train"
+        ax.set_title(f"{label} states: change from {100 * result['start_success'][split]:.1f}% (95% CI)", fontsize=9)
+    axes[0].set_ylabel("change in success (points)")
+    ax = axes[2]
+    pooled = result["pooled"].get("concentrated")
+    if pooled:
+        x = np.arange(len(TASKS))
+        ax.bar(x - 0.2, [100 * result["per_task_start"]["heldout"][t] for t in TASKS], 0.4, label="start",
+               color="tab:grey")
+        ax.bar(x + 0.2, [100 * pooled["heldout"]["per_task_after"][t] for t in TASKS], 0.4,
+               label=f"concentrated, mean of {pooled['seeds']} seeds", color="tab:green")
+        ax.set_xticks(x, [t.replace("_", "\n", 1) for t in TASKS], fontsize=8)
+        ax.set_ylabel("held-out success (%)")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=8)
+        ax.set_title("held-out success per task (50 states each)", fontsize=9)
+    fig.suptitle("same rollouts (2048), different concentration: 16 prompts x 16 rollouts x 8 steps from 10 or 50 "
+                 "train states per task", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
