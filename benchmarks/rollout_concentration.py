@@ -35,7 +35,6 @@ from learning import bootstrap_mean  # noqa: E402
 from self_imitation import TASKS, ensure_start, evaluate, outcomes, paired, sh  # noqa: E402
 
 CONFIG = "configs/srpo_concentrated.yaml"
-CONCENTRATED_STATES = 10  # rollout.train_states of the config: train states 0..9 of every task
 SPLITS = ("heldout", "train", "train_rolled_out", "train_not_rolled_out")
 
 
@@ -46,11 +45,12 @@ def runs(seeds: list[int], spread_seeds: list[int]) -> dict[str, list[str]]:
     return out
 
 
-def split_outcomes(ev_heldout: dict, ev_train: dict) -> dict[str, dict]:
+def split_outcomes(ev_heldout: dict, ev_train: dict, rolled_out: int) -> dict[str, dict]:
+    """Outcomes per split; the concentrated runs draw their prompts from train states 0..``rolled_out``-1."""
     train = outcomes(ev_train)
     return {"heldout": outcomes(ev_heldout), "train": train,
-            "train_rolled_out": {k: v for k, v in train.items() if k[1] < CONCENTRATED_STATES},
-            "train_not_rolled_out": {k: v for k, v in train.items() if k[1] >= CONCENTRATED_STATES}}
+            "train_rolled_out": {k: v for k, v in train.items() if k[1] < rolled_out},
+            "train_not_rolled_out": {k: v for k, v in train.items() if k[1] >= rolled_out}}
 
 
 def main() -> None:
@@ -77,10 +77,17 @@ def main() -> None:
                 "rollout.tasks=[" + ",".join(TASKS) + "]", *wm, f"update.regression.demos={args.demos}",
                 "update.regression.demos_per_task=3", *overrides], work / f"{name}.log")
 
+    from srpo.config import load_config
+    from srpo_trainer.rl.config import RLConfig
+
+    rolled_out = load_config(RLConfig, CONFIG, []).rollout.train_states  # the concentrated runs' states per task
     policies = {"start": start / "final", **{n: work / n / "final" for n in plan}}
     evals = {n: split_outcomes(evaluate(p, "heldout", work / f"eval_heldout_{n}"),
-                               evaluate(p, "train", work / f"eval_train_{n}")) for n, p in policies.items()}
+                               evaluate(p, "train", work / f"eval_train_{n}"), rolled_out)
+             for n, p in policies.items()}
     result: dict = {"machine": machine(), "tasks": TASKS, "config": CONFIG, "overrides": plan,
+                    "rolled_out_states": f"train states 0..{rolled_out - 1} of every task (the spread runs drew "
+                                         "from all 50: for them the two train sub-splits are only a partition)",
                     "start": "3 DART demos per task, 1200 SFT steps",
                     "start_success": {s: float(np.mean(list(evals["start"][s].values()))) for s in SPLITS},
                     "runs": {}, "pooled": {}}
