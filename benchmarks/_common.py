@@ -30,3 +30,15 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def per_task_bars(ax, tasks: list[str], start: dict[str, float], after: dict[str, float], after_label: str,
+                  title: str) -> None:
+    """Success per task (fractions in, percent drawn), start beside after, on one axis."""
+    x = list(range(len(tasks)))
+    ax.bar([i - 0.2 for i in x], [100 * start[t] for t in tasks], 0.4, color="tab:grey", label="start")
+    ax.bar([i + 0.2 for i in x], [100 * after[t] for t in tasks], 0.4, color="tab:green", label=after_label)
+    ax.set_xticks(x, [t.replace("_", "\n", 1) for t in tasks], fontsize=8)
+    ax.set(ylabel="held-out success (%)", ylim=(0, 100))
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)

@@ -14,9 +14,11 @@ many train states per task the prompts are drawn from:
 - ``concentrated``: 10 train states per task (each drawn about 3 times: about 50 rollouts and, at the start's success
   rate, about 20 successes per state), one run per training seed.
 
-Each policy is evaluated with deterministic actions on the same 50 held-out and 50 train states per task (200
-episodes each, paired with the start's outcomes on the same states); the concentrated runs also on the 10 states per
-task they rolled out on and on the 40 others. The seeds are pooled with a bootstrap over seeds, then states
+Each policy is evaluated with deterministic actions on the same 200 held-out states per task (800 episodes) and
+the same 50 train states per task (200 episodes), paired with the start's outcomes on the same states. The held-out
+figure is also split into states 0-49 (what this benchmark reported before the held-out split grew from 50 to 200
+states) and 50-199 (evaluated only after that report, so an independent replication); the train figure into the 10
+states per task the concentrated runs rolled out on and the 40 others. The seeds are pooled with a bootstrap over seeds, then states
 (``benchmarks/learning.py``). Writes ``rollout_concentration.json`` and ``rollout_concentration.png``.
 """
 
@@ -30,12 +32,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, pyplot, write_json  # noqa: E402
+from _common import machine, per_task_bars, pyplot, write_json  # noqa: E402
 from learning import bootstrap_mean  # noqa: E402
 from self_imitation import TASKS, ensure_start, evaluate, outcomes, paired, sh  # noqa: E402
 
 CONFIG = "configs/srpo_concentrated.yaml"
-SPLITS = ("heldout", "train", "train_rolled_out", "train_not_rolled_out")
+SPLITS = ("heldout", "heldout_0_49", "heldout_50_199", "train", "train_rolled_out", "train_not_rolled_out")
+HELDOUT_STATES = 200  # per task: all of the suite's held-out split
+FIRST_REPORT_STATES = 50  # the held-out states of the first report (the split's size then)
 
 
 def runs(seeds: list[int], spread_seeds: list[int]) -> dict[str, list[str]]:
@@ -47,8 +51,9 @@ def runs(seeds: list[int], spread_seeds: list[int]) -> dict[str, list[str]]:
 
 def split_outcomes(ev_heldout: dict, ev_train: dict, rolled_out: int) -> dict[str, dict]:
     """Outcomes per split; the concentrated runs draw their prompts from train states 0..``rolled_out``-1."""
-    train = outcomes(ev_train)
-    return {"heldout": outcomes(ev_heldout), "train": train,
+    train, heldout = outcomes(ev_train), outcomes(ev_heldout)
+    return {"heldout": heldout, "heldout_0_49": {k: v for k, v in heldout.items() if k[1] < FIRST_REPORT_STATES},
+            "heldout_50_199": {k: v for k, v in heldout.items() if k[1] >= FIRST_REPORT_STATES}, "train": train,
             "train_rolled_out": {k: v for k, v in train.items() if k[1] < rolled_out},
             "train_not_rolled_out": {k: v for k, v in train.items() if k[1] >= rolled_out}}
 
@@ -82,7 +87,8 @@ def main() -> None:
 
     rolled_out = load_config(RLConfig, CONFIG, []).rollout.train_states  # the concentrated runs' states per task
     policies = {"start": start / "final", **{n: work / n / "final" for n in plan}}
-    evals = {n: split_outcomes(evaluate(p, "heldout", work / f"eval_heldout_{n}"),
+    evals = {n: split_outcomes(evaluate(p, "heldout", work / f"eval{HELDOUT_STATES}_heldout_{n}",
+                                        episodes_per_task=HELDOUT_STATES),
                                evaluate(p, "train", work / f"eval_train_{n}"), rolled_out)
              for n, p in policies.items()}
     result: dict = {"machine": machine(), "tasks": TASKS, "config": CONFIG, "overrides": plan,
@@ -139,22 +145,14 @@ def plot(result: dict, path: Path) -> None:
             colour = "tab:green" if n.startswith("concentrated") else "tab:grey"
             ax.errorbar(i, c, yerr=[[c - lo], [hi - c]], fmt="s" if "pooled" in n else "o", color=colour, capsize=4)
         ax.set_xticks(range(len(rows)), [n for n, _ in rows], rotation=25, ha="right", fontsize=8)
-        label = "held-out" if split == "heldout" else "train"
+        label = f"held-out ({HELDOUT_STATES} per task)" if split == "heldout" else "train (50 per task)"
         ax.set_title(f"{label} states: change from {100 * result['start_success'][split]:.1f}% (95% CI)", fontsize=9)
     axes[0].set_ylabel("change in success (points)")
-    ax = axes[2]
     pooled = result["pooled"].get("concentrated")
     if pooled:
-        x = np.arange(len(TASKS))
-        ax.bar(x - 0.2, [100 * result["per_task_start"]["heldout"][t] for t in TASKS], 0.4, label="start",
-               color="tab:grey")
-        ax.bar(x + 0.2, [100 * pooled["heldout"]["per_task_after"][t] for t in TASKS], 0.4,
-               label=f"concentrated, mean of {pooled['seeds']} seeds", color="tab:green")
-        ax.set_xticks(x, [t.replace("_", "\n", 1) for t in TASKS], fontsize=8)
-        ax.set_ylabel("held-out success (%)")
-        ax.set_ylim(0, 100)
-        ax.legend(fontsize=8)
-        ax.set_title("held-out success per task (50 states each)", fontsize=9)
+        per_task_bars(axes[2], TASKS, result["per_task_start"]["heldout"], pooled["heldout"]["per_task_after"],
+                      f"concentrated, mean of {pooled['seeds']} seeds",
+                      f"held-out success per task ({HELDOUT_STATES} states each)")
     fig.suptitle("same rollouts (2048), different concentration: 16 prompts x 16 rollouts x 8 steps from 10 or 50 "
                  "train states per task", fontsize=10)
     fig.tight_layout()

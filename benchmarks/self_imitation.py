@@ -66,9 +66,11 @@ def sh(cmd: list[str], log: Path) -> None:
         subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "MUJOCO_GL": "egl"})
 
 
-def evaluate(policy: Path, split: str, out: Path, extra: list[str] = (), tasks: list[str] = TASKS) -> dict:
+def evaluate(policy: Path, split: str, out: Path, extra: list[str] = (), tasks: list[str] = TASKS,
+             episodes_per_task: int = 50) -> dict:
     if not (out / "eval.json").is_file():
-        sh(["srpo", "eval", "--policy", str(policy), "--episodes-per-task", "50", "--split", split, "--out", str(out),
+        sh(["srpo", "eval", "--policy", str(policy), "--episodes-per-task", str(episodes_per_task), "--split", split,
+            "--out", str(out),
             "--tasks", ",".join(tasks), "gifs=0", *extra], out.parent / f"{out.name}.log")
     return json.loads((out / "eval.json").read_text())
 

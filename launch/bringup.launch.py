@@ -1,7 +1,8 @@
 """Bring up the srpo nodes: ``ros2 launch srpo bringup.launch.py robot:=sim policy:=/path/to/export``.
 
 Arguments: ``robot`` (sim | real), ``policy`` (export folder or checkpoint), ``backend`` (auto | tensorrt |
-onnxruntime | torch) and ``config`` (a ROS params file; default: the installed ``share/srpo/config/bringup.yaml``).
+onnxruntime | torch), ``config`` (a ROS params file; default: the installed ``share/srpo/config/bringup.yaml``) and
+``sim_clock`` (false | true: sim only, the arm publishes simulated time and steps as soon as the policy answers).
 Which nodes run, and with which overrides on top of ``config``, comes from ``srpo_ros.bringup.node_set``: the same
 description ``srpo bringup`` starts without a ROS install.
 """
@@ -14,7 +15,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from srpo_ros.bringup import BACKENDS, ROBOTS, node_set
+from srpo_ros.bringup import BACKENDS, ROBOTS, SWITCHES, node_set, switch
 
 
 def _nodes(context, *args, **kwargs):
@@ -22,9 +23,10 @@ def _nodes(context, *args, **kwargs):
     policy = LaunchConfiguration("policy").perform(context)
     backend = LaunchConfiguration("backend").perform(context)
     config = LaunchConfiguration("config").perform(context)
+    sim_clock = switch(LaunchConfiguration("sim_clock").perform(context))
     return [
         Node(package="srpo", executable=n.executable, name=n.name, parameters=[config, n.overrides], output="screen")
-        for n in node_set(robot, policy, backend)
+        for n in node_set(robot, policy, backend, sim_clock)
     ]
 
 
@@ -38,5 +40,7 @@ def generate_launch_description():
         DeclareLaunchArgument("policy", default_value="",
                               description="export folder or checkpoint (empty: the config's policy parameter)"),
         DeclareLaunchArgument("config", default_value=default_config, description="ROS 2 params file of the nodes"),
+        DeclareLaunchArgument("sim_clock", default_value="false", choices=list(SWITCHES),
+                              description="sim only: the arm publishes /clock and steps as soon as the policy answers"),
         OpaqueFunction(function=_nodes),
     ])

@@ -66,6 +66,10 @@ class LoopConfig:
     """The robot explores with a fixed std (normalised action units) at ``temperature``; the offline update scores
     with exactly this distribution (``exploration.std_mode=fixed``), so on-policy importance weights are 1."""
     control_hz: float = 20.0
+    sim_clock: bool = True
+    """sim: the arm runs on a simulated clock in lockstep with the policy (``srpo bringup sim_clock:=true``), so an
+    episode takes as long as the policy needs to answer, not real time; false: real time at ``control_hz``. A real
+    arm always runs in real time."""
     max_steps: int = 0
     """sim: episode limit in control steps (0: the task's own)."""
     backend: str = "onnxruntime"
@@ -157,7 +161,8 @@ class Bringup:
         logs.mkdir(parents=True, exist_ok=True)
         self.log = open(logs / "bringup.log", "a")
         cmd = [sys.executable, "-m", "srpo_cli", "bringup", f"robot:={cfg.robot}", f"policy:={version}",
-               f"backend:={cfg.backend}", f"config:={params}"]
+               f"backend:={cfg.backend}", f"config:={params}",
+               f"sim_clock:={'true' if cfg.sim_clock and cfg.robot == 'sim' else 'false'}"]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def alive(self) -> bool:
@@ -243,16 +248,24 @@ class LoopLink:
         with self.client.lock:
             return bool(next(a for a in self._announced() if a.get("episode") == number and a.get("ended"))["success"])
 
-    def push(self, version: str, timeout: float = 120.0) -> dict:
-        """Push ``version`` and wait for the node's verdict (accepted, or why not)."""
+    def push(self, version: str, timeout: float = 120.0, resend_s: float = 15.0) -> dict:
+        """Push ``version`` and wait for the node's verdict (accepted, or why not). The push topic is volatile, like
+        the episode requests: with no verdict after ``resend_s`` it is sent again (the node ignores a repeat of the
+        push it is validating, and answers one of its active version at once)."""
         n = len(self.results)
-        self.push_pub.publish(self.String(data=version))
 
         def answered() -> bool:
             return any(json.loads(m.data)["pushed"] == version for _, m in self.results[n:])
 
-        if not self.client.wait_until(answered, timeout):
-            return {"pushed": version, "accepted": False, "reason": f"no answer from the policy node in {timeout:g} s"}
+        deadline = time.monotonic() + timeout
+        while True:
+            self.push_pub.publish(self.String(data=version))
+            left = deadline - time.monotonic()
+            if self.client.wait_until(answered, min(resend_s, max(left, 0.0))):
+                break
+            if time.monotonic() >= deadline:
+                return {"pushed": version, "accepted": False,
+                        "reason": f"no answer from the policy node in {timeout:g} s"}
         with self.client.lock:
             return next(json.loads(m.data) for _, m in self.results[n:] if json.loads(m.data)["pushed"] == version)
 
@@ -412,6 +425,12 @@ def _run_round(cfg, r, active, link, bringup, registry, root, incoming, state, c
                  "eval_episodes_per_task=0", f"seed={cfg.seed + r}"]
     if cfg.tasks:
         overrides.append(f"rollout.tasks=[{', '.join(cfg.tasks)}]")
+    first_world_model = root / "rounds" / "round_000" / "world_model" / "final"
+    if r > 0 and (first_world_model / "config.json").is_file():
+        # fitted once, on the demonstrations and the first round, as online RL fits it on the first rollouts: a
+        # refit every round would cost minutes and move the reward's scale between rounds (an explicit
+        # train.reward.encoder_path still wins: the loop's own overrides come first)
+        overrides.append(f"reward.encoder_path={first_world_model}")
     train_yaml = cfg.train_config or str(Path(__file__).resolve().parent.parent / "configs" / "srpo.yaml")
     rl = load_config(RLConfig, train_yaml if Path(train_yaml).is_file() else None, overrides + cfg.train_overrides)
     row = {"round": r + 1, "acted": active, "episodes": recorded, "timeouts": timeouts, "lost": lost,

@@ -10,7 +10,10 @@ by that stamp).
 
 ``robot: sim`` drives the tabletop simulator (``SimArmDriver``): it publishes the joint states, the end-effector pose,
 both camera images, the instruction of the current task and, when the episode ends, ``/srpo/episode_end`` with the
-success predicate. ``robot: real`` reads the end-effector pose and gripper state of a real arm and sends a
+success predicate. With ``sim_clock: true`` the simulated arm also owns the ROS clock (``/clock``; the other nodes run
+with ``use_sim_time``): it steps the moment the policy answers the state it published (lockstep), so an episode takes
+as long as the policy needs to answer, not 1/``control_hz`` of wall time per step. Its stamps, watchdogs and
+the safety filter all read that clock, so the rules above hold unchanged in simulated time. ``robot: real`` reads the end-effector pose and gripper state of a real arm and sends a
 TwistStamped (e.g. MoveIt Servo) and a gripper command, **only if** ``dry_run`` is false; by default it logs what it
 would send.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +39,7 @@ from srpo_ros.common import (
     image_message,
     named_values,
     now_seconds,
+    now_ns,
     seconds_to_stamp,
     spin,
     stamp_to_seconds,
@@ -42,6 +47,9 @@ from srpo_ros.common import (
 
 ROBOTS = ("sim", "real")
 QUEUE_DEPTH = 1  # the newest command wins, and is used once: a dead policy stops the arm at the next tick
+FRAME_QUEUE_DEPTH = 50  # camera frames kept for slow subscribers (about 25 kB each at 64x64)
+STAMP_MATCH_S = 1e-6  # a command answers the current state when it carries its stamp (a stamp's round trip is exact
+# to the nanosecond)
 
 
 @dataclass
@@ -62,6 +70,15 @@ class ArmNodeConfig:
     start_wait_s: float = 20.0
     """sim: after ``start_delay_s``, wait up to this long more for a policy (a publisher of commands) and a recorder
     (a subscriber of executed actions) to be connected before the first episode starts."""
+    sim_clock: bool = False
+    """sim: publish simulated time on ``/clock`` (run the other nodes with ``use_sim_time``) and step as soon as the
+    policy answers the published state, instead of once per 1/``control_hz`` of wall time. When nothing answers
+    within one wall period (between episodes, a silent or holding policy) simulated time advances by one period per
+    wall period, so every timer and watchdog behaves there as in real time and the arm holds as it would."""
+    sim_answer_wait_s: float = 0.5
+    """sim_clock: wall seconds the arm waits for the policy's answer to a published state before it holds for one
+    period (a silent or dead policy). Waiting is what makes the lockstep exact: a hold re-publishes the state, and
+    a policy that answers both would have one chunk row replaced by the next."""
     ee_pose_topic: str = "/ee_pose"
     gripper_state_topic: str = "/gripper_state"
 
@@ -70,6 +87,10 @@ class ArmNodeConfig:
             raise ValueError(f"robot must be one of {ROBOTS}, got {self.robot!r}")
         if not self.control_hz > 0:
             raise ValueError(f"control_hz must be > 0, got {self.control_hz}")
+        if self.sim_clock and self.robot != "sim":
+            raise ValueError("sim_clock needs robot: sim (a real arm runs in real time)")
+        if not self.sim_answer_wait_s > 0:
+            raise ValueError(f"sim_answer_wait_s must be > 0, got {self.sim_answer_wait_s}")
 
 
 def holding_status(decision, why: str | None) -> str:
@@ -103,7 +124,9 @@ def parse_episode_request(text: str) -> dict:
 
 def make_node():
     from geometry_msgs.msg import PoseStamped, TwistStamped
+    from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
+    from rosgraph_msgs.msg import Clock as ClockMsg
     from sensor_msgs.msg import CameraInfo, Image, JointState
     from std_msgs.msg import Bool, Float64MultiArray, String
     from std_srvs.srv import SetBool, Trigger
@@ -143,36 +166,80 @@ def make_node():
             self.episodes_started = 0
             self.episode_info: dict = {}
             self.create_subscription(String, topics.EPISODE_REQUEST, self.on_episode_request, 10)
-            self.image_pubs = {c: self.create_publisher(Image, topics.CAMERA_IMAGE.format(c), 5) for c in self.cams}
-            self.info_pubs = {c: self.create_publisher(CameraInfo, topics.CAMERA_INFO.format(c), 5) for c in self.cams}
+            # deep enough that a recorder a few steps behind (lockstep on the simulated clock can outpace it for a
+            # moment) still gets every frame: a reliable writer drops what falls out of its history
+            self.image_pubs = {c: self.create_publisher(Image, topics.CAMERA_IMAGE.format(c), FRAME_QUEUE_DEPTH)
+                               for c in self.cams}
+            self.info_pubs = {c: self.create_publisher(CameraInfo, topics.CAMERA_INFO.format(c), FRAME_QUEUE_DEPTH)
+                              for c in self.cams}
             self.create_subscription(JointState, topics.ACTION, self.on_action, 10)
             self.create_service(SetBool, topics.ESTOP, self.on_estop)
             self.create_service(Trigger, topics.RESET, self.on_reset)
             self.rejected = collections.Counter()
-            self.started_at = now_seconds(self)
+            # simulated time in integer nanoseconds (no float drift over long runs), from the wall time at start
+            self.sim_ns = now_ns(self) if self.cfg.sim_clock else None
+            self.period_ns = round(1e9 / self.cfg.control_hz)
+            self.published_at = float("-inf")  # sim_clock: wall time the current state went out
+            if self.cfg.sim_clock:
+                self.clock_pub = self.create_publisher(ClockMsg, topics.CLOCK, 10)
+                self.clock_pub.publish(ClockMsg(clock=seconds_to_stamp(self.now())))
+            self.started_at = self.now()
             self.graph_matched = False  # once a policy and a recorder were matched (or waited for), episodes start at once
             self.pending_start: tuple[dict | None, float] | None = None  # (options, waiting since) of the next episode
             self.start_timer = None
             if self.driver is not None and self.cfg.start_episode:  # the configured episode, after start_delay_s
                 self.schedule_start(None, self.started_at + self.cfg.start_delay_s)
-            self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
+            if self.cfg.sim_clock:  # the wall period bounds how long simulated time waits for an answer
+                self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.wall_tick,
+                                               clock=Clock(clock_type=ClockType.STEADY_TIME))
+            else:
+                self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.tick)
             self.get_logger().info(f"arm_node: robot={self.cfg.robot} at {self.cfg.control_hz:g} Hz"
-                                   + (f", dry_run={self.twist_cfg.dry_run}" if self.cfg.robot == "real" else ""))
+                                   + (f", dry_run={self.twist_cfg.dry_run}" if self.cfg.robot == "real" else "")
+                                   + (", simulated clock (lockstep with the policy)" if self.cfg.sim_clock else ""))
+
+        # -------------------------------------------------------------------------------------------- clock
+        def now(self) -> float:
+            """Seconds on this arm's clock: simulated time with ``sim_clock``, else the node's (wall) clock."""
+            return self.sim_ns * 1e-9 if self.sim_ns is not None else now_seconds(self)
+
+        def advance_clock(self) -> None:
+            """sim_clock: one control period of simulated time, announced on ``/clock``."""
+            self.sim_ns += self.period_ns
+            self.clock_pub.publish(ClockMsg(clock=seconds_to_stamp(self.now())))
+
+        def wall_tick(self) -> None:
+            """sim_clock: once per wall period, one period of simulated time, unless the policy still has time to
+            answer the state in play (then the answer steps the arm, ``on_action``)."""
+            with self.lock:
+                in_play = self.state is not None and not self.ended
+            if in_play and time.monotonic() - self.published_at < self.cfg.sim_answer_wait_s:
+                return
+            self.advance_clock()
+            self.tick()
+
+        def answers_current_state(self, obs_stamp: float) -> bool:
+            with self.lock:
+                return (self.state is not None and not self.ended
+                        and abs(obs_stamp - self.state[0]) < STAMP_MATCH_S)
 
         # -------------------------------------------------------------------------------------------- inputs
         def on_action(self, msg) -> None:
             if list(msg.name) != list(ACTION_NAMES) or len(msg.position) != len(ACTION_NAMES):
                 self.rejected["action names"] += 1  # the filter refuses bad values; this is a malformed message
                 return
-            now = now_seconds(self)
+            now, obs_stamp = self.now(), stamp_to_seconds(msg.header.stamp)
             with self.lock:
-                self.commands.append((np.asarray(msg.position, np.float64), stamp_to_seconds(msg.header.stamp), now))
+                self.commands.append((np.asarray(msg.position, np.float64), obs_stamp, now))
             self.safety.command_received(now)
+            if self.cfg.sim_clock and self.answers_current_state(obs_stamp):  # lockstep: step now
+                self.advance_clock()
+                self.tick()
 
         def on_pose(self, msg) -> None:  # real robot
             p, q = msg.pose.position, msg.pose.orientation
             self.pose = (stamp_to_seconds(msg.header.stamp), np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z]))
-            self.safety.observation_received(now_seconds(self))
+            self.safety.observation_received(self.now())
 
         def on_gripper(self, msg) -> None:  # real robot
             if len(msg.position):
@@ -209,7 +276,7 @@ def make_node():
                 self.set_status(f"refused episode request: {exc}")
                 self.get_logger().warning(f"refused episode request {msg.data!r}: {exc}")
                 return
-            self.schedule_start(options, now_seconds(self))
+            self.schedule_start(options, self.now())
 
         def schedule_start(self, options: dict | None, since: float) -> None:
             """Start an episode (``options``; None: the configured task and state) from ``since`` on, once a policy
@@ -227,7 +294,7 @@ def make_node():
             if self.pending_start is None:
                 return
             options, since = self.pending_start
-            waited = now_seconds(self) - since
+            waited = self.now() - since
             if waited < 0:
                 return  # start_delay_s has not passed
             if not (self.graph_matched or self.connected()) and waited < self.cfg.start_wait_s:
@@ -267,12 +334,13 @@ def make_node():
                 self.destroy_timer(lead)
                 with self.lock:
                     if self.state is None and not self.ended:
-                        self.publish_state(self.driver.state(), now_seconds(self))
+                        self.publish_state(self.driver.state(), self.now())
 
             lead = self.create_timer(max(self.cfg.instruction_lead_s, 1e-3), first_state)
 
         def publish_state(self, state, stamp: float) -> None:
             self.state = (stamp, state.proprio, state.ee_position)
+            self.published_at = time.monotonic()
             self.safety.observation_received(stamp)
             for c in self.cams:
                 if c in state.images:
@@ -302,7 +370,7 @@ def make_node():
             return None, "no new command"
 
         def tick(self) -> None:
-            now = now_seconds(self)
+            now = self.now()
             if self.cfg.robot == "real":
                 self.tick_real(now)
                 return
@@ -316,12 +384,12 @@ def make_node():
             if action is None or decision.hold:
                 # the simulated arm holds by pausing the simulator: a perfect hold, and the task's step budget is
                 # spent only on commanded motion. Its state is re-published with a fresh stamp (it is still true)
-                self.publish_state(self.driver.state(), now_seconds(self))
+                self.publish_state(self.driver.state(), self.now())
                 self.set_status(holding_status(decision, why))
                 return
             state = self.driver.apply(decision.action)
             self.executed_pub.publish(named_values(ACTION_NAMES, decision.action, stamp))
-            self.publish_state(state, now_seconds(self))
+            self.publish_state(state, self.now())
             self.set_status("moving")
             if state.done:
                 self.ended = True

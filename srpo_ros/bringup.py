@@ -8,6 +8,7 @@ the params file first and apply the overrides on top, so the two start the same 
 
     srpo bringup robot:=sim policy:=exports/sft5                 # without a ROS install (the [ros] extra)
     ros2 launch srpo bringup.launch.py robot:=sim policy:=exports/sft5   # from a colcon workspace
+    srpo bringup robot:=sim policy:=exports/sft5 sim_clock:=true  # simulated time, as fast as the policy answers
 
 No rclpy here: this module is imported by the CLI and by the launch file, and neither needs it to plan.
 """
@@ -26,17 +27,19 @@ from pathlib import Path
 from srpo.runtime.loading import BACKENDS  # defined once, where the backends are chosen
 from srpo_ros.arm_node import ROBOTS  # the arm node owns what a robot may be
 
-LAUNCH_ARGS = ("robot", "policy", "backend", "config")
+LAUNCH_ARGS = ("robot", "policy", "backend", "config", "sim_clock")
+SWITCHES = {"true": True, "false": False}
 CAMERAS = (("camera_agentview", "agentview"), ("camera_wrist", "wrist"))
 STOP_GRACE_S = 5.0
 POLL_S = 0.1
 
 USAGE = """usage: srpo bringup [robot:=sim|real] [policy:=PATH] [backend:=auto|tensorrt|onnxruntime|torch]
-                    [config:=YAML]
+                    [config:=YAML] [sim_clock:=false|true]
 
 Start the srpo ROS 2 nodes (sim: arm, policy, recorder; real: two cameras as well) with the parameters of CONFIG
-(default: configs/ros/bringup.yaml) and the overrides given here; Ctrl-C stops them all. The same node set as
-`ros2 launch srpo bringup.launch.py robot:=... policy:=...`."""
+(default: configs/ros/bringup.yaml) and the overrides given here; Ctrl-C stops them all. sim_clock:=true (sim only):
+the simulated arm publishes /clock and steps as soon as the policy answers, the other nodes use simulated time.
+The same node set as `ros2 launch srpo bringup.launch.py robot:=... policy:=...`."""
 
 
 @dataclass
@@ -64,47 +67,67 @@ def default_config() -> str:
         return str(repo)
 
 
-def _check(robot: str, backend: str) -> None:
+def _check(robot: str, backend: str, sim_clock: bool = False) -> None:
     if robot not in ROBOTS:
         raise ValueError(f"robot must be one of {', '.join(ROBOTS)}, got {robot!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if sim_clock and robot != "sim":
+        raise ValueError("sim_clock:=true needs robot:=sim (a real arm runs in real time)")
 
 
-def node_set(robot: str, policy: str, backend: str) -> list[NodeLaunch]:
+def node_set(robot: str, policy: str, backend: str, sim_clock: bool = False) -> list[NodeLaunch]:
     """The nodes for ``robot`` ("sim": the simulator is the arm and renders the cameras; "real": one camera node per
     camera of the spec, the arm node drives the real arm). ``policy`` is only passed when given, so a policy set in
-    the params file is not replaced by an empty string."""
-    _check(robot, backend)
+    the params file is not replaced by an empty string. ``sim_clock``: the arm owns the clock (``sim_clock``), the
+    other nodes follow it (``use_sim_time``), and the policy infers in its tick (``prefetch: false``), since the
+    arm waits for each answer."""
+    _check(robot, backend, sim_clock)
     policy_overrides: dict[str, str | float | bool | int] = {"backend": backend}
     if policy:
         policy_overrides["policy"] = policy
+    arm: dict[str, str | float | bool | int] = {"robot": robot}
+    recorder: dict[str, str | float | bool | int] = {"source": "sim" if robot == "sim" else "robot"}
+    if sim_clock:
+        arm["sim_clock"] = True
+        policy_overrides.update(use_sim_time=True, prefetch=False)
+        recorder["use_sim_time"] = True
     nodes = []
     if robot == "real":
         nodes += [NodeLaunch("camera_node", name, {"camera_name": camera}) for name, camera in CAMERAS]
     nodes += [
-        NodeLaunch("arm_node", "arm_node", {"robot": robot}),
+        NodeLaunch("arm_node", "arm_node", arm),
         NodeLaunch("policy_node", "policy_node", policy_overrides),
-        NodeLaunch("recorder_node", "recorder_node", {"source": "sim" if robot == "sim" else "robot"}),
+        NodeLaunch("recorder_node", "recorder_node", recorder),
     ]
     return nodes
 
 
 def parse_launch_args(argv: list[str]) -> dict:
-    """``robot:=sim policy:=PATH backend:=auto config:=YAML`` (any subset, any order; a repeated key: the last wins)
-    into a dict with every key. Raises ValueError naming the argument on a malformed or unknown one, or a bad value."""
-    args: dict = {"robot": "sim", "policy": "", "backend": "auto", "config": default_config()}
+    """``robot:=sim policy:=PATH backend:=auto config:=YAML sim_clock:=false`` (any subset, any order; a repeated key:
+    the last wins) into a dict with every key. Raises ValueError naming the argument on a malformed or unknown one, or
+    a bad value."""
+    args: dict = {"robot": "sim", "policy": "", "backend": "auto", "config": default_config(), "sim_clock": False}
     for arg in argv:
         key, sep, value = arg.partition(":=")
         if not sep:
             raise ValueError(f"bringup arguments are key:=value, got {arg!r} (keys: {', '.join(LAUNCH_ARGS)})")
         if key not in LAUNCH_ARGS:
             raise ValueError(f"unknown bringup argument {key!r} in {arg!r} (keys: {', '.join(LAUNCH_ARGS)})")
-        args[key] = value
-    _check(args["robot"], args["backend"])
+        args[key] = switch(value) if key == "sim_clock" else value
+    _check(args["robot"], args["backend"], args["sim_clock"])
     if not args["config"]:
         raise ValueError("config:= needs a params file path")
     return args
+
+
+def switch(value: str | bool) -> bool:
+    """A launch switch (``true``/``false``, as launch arguments are text) as a bool."""
+    if isinstance(value, bool):
+        return value
+    if value not in SWITCHES:
+        raise ValueError(f"sim_clock:= takes true or false, got {value!r}")
+    return SWITCHES[value]
 
 
 def ros_value(value: str | float | bool | int) -> str:
@@ -129,7 +152,7 @@ def commands(args: dict) -> list[list[str]]:
     defaults)."""
     full = {**parse_launch_args([]), **args}
     out = []
-    for node in node_set(full["robot"], full["policy"], full["backend"]):
+    for node in node_set(full["robot"], full["policy"], full["backend"], switch(full["sim_clock"])):
         cmd = [sys.executable, "-m", f"srpo_ros.{node.executable}", "--ros-args", "-r", f"__node:={node.name}",
                "--params-file", str(full["config"])]
         for key, value in node.overrides.items():

@@ -99,6 +99,10 @@ def now_seconds(node: Any) -> float:
     return node.get_clock().now().nanoseconds * 1e-9
 
 
+def now_ns(node: Any) -> int:
+    return int(node.get_clock().now().nanoseconds)
+
+
 def image_message(img: np.ndarray, stamp: float, frame_id: str) -> Any:
     from sensor_msgs.msg import Image
 

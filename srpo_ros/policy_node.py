@@ -3,7 +3,8 @@
 A thin adapter over the runtime: ``load_inference_policy`` (TensorRT, ONNX Runtime or torch, ``backend``), the
 ``InputGate`` (it refuses stale, mis-sized or mis-encoded images, bad states and empty instructions, and says why),
 ``decide`` (deterministic at ``temperature: 0``, sampled otherwise, with the log-probability and distribution a
-recorder stores) and the ``ActionChunker`` (asynchronous prefetch hides the inference latency). A tick runs when a
+recorder stores) and the ``ActionChunker`` (asynchronous prefetch hides the inference latency; ``prefetch: false``
+infers in the tick instead, for a simulated clock, where the arm waits for each answer). A tick runs when a
 robot state arrives (``tick_on: state``: the arm's control loop sets the pace, so the action is back before the arm's
 next tick) or on this node's timer (``tick_on: timer``). Every tick with fresh inputs publishes the next action on
 ``/srpo/action`` (stamped with the state it was chosen for); with no trustworthy input it publishes nothing (the arm
@@ -54,6 +55,10 @@ class PolicyNodeConfig:
     blend: str = "none"
     registry: str = ""
     """A policy registry folder: ``policy`` and pushed names may then be version names in it."""
+    prefetch: bool = True
+    """Infer the next chunk in a worker thread ahead of time, hiding the latency from a real-time arm (true), or in
+    the tick when the chunk runs out (false: under the arm's simulated clock, ``sim_clock``, the arm waits for each
+    answer, so every state gets an action and no chunk row is dropped)."""
     tick_on: str = "state"
     """``state``: act the moment a robot state arrives (the arm's control loop sets the pace, and the action is back
     before the arm's next tick); ``timer``: act on this node's own ``control_hz`` timer."""
@@ -90,7 +95,7 @@ def make_node():
                                                 self.cfg.backend)
             self.previous = None  # the policy before the last swap: rollback target (already validated)
             self.candidate = None  # a validated policy waiting for a chunk boundary
-            self.validating = False
+            self.validating: str | None = None  # the push being validated
             self.recent: collections.deque = collections.deque(maxlen=8)  # recorded observations for smoke tests
             self.spec = self.policy.spec
             self.gate = InputGate(self.spec, declare_config(self, InputGateConfig))
@@ -99,7 +104,7 @@ def make_node():
             self.chunker = ActionChunker(self.infer, ChunkerConfig(
                 chunk_size=self.policy.chunk_size, action_dim=self.spec.action.dim,
                 execute_steps=min(self.cfg.execute_steps, self.policy.chunk_size), control_hz=self.cfg.control_hz,
-                prefetch=True, blend=self.cfg.blend, margin_ticks=self.cfg.margin_ticks))
+                prefetch=self.cfg.prefetch, blend=self.cfg.blend, margin_ticks=self.cfg.margin_ticks))
             self.instruction = None
             self.status = ""
             self.last_data_age = float("nan")
@@ -120,6 +125,7 @@ def make_node():
             self.publish_info()
             self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
             self.last_tick = float("-inf")
+            self.answered_stamp: float | None = None  # the state the last published action was chosen for
             self.timer = self.create_timer(1.0 / self.cfg.control_hz, self.watch)
             self.diag_timer = self.create_timer(1.0, self.publish_diagnostics)
             self.get_logger().info(f"policy {self.policy.version} on {self.policy.backend} ({self.policy.device}), "
@@ -138,6 +144,11 @@ def make_node():
             """A candidate version (a path, or a name in the registry): validated in a worker thread so the control
             loop keeps running; swapped in at the next chunk boundary if it passes."""
             name = msg.data.strip()
+            if name and name == self.validating:
+                return  # the same push again (its sender heard no verdict yet): the verdict comes when it is done
+            if name and name == self.policy.version and self.candidate is None:
+                self.push_result(name, True, "already the active version")
+                return
             if self.validating:
                 self.push_result(name, False, "another push is being validated")
                 return
@@ -146,7 +157,7 @@ def make_node():
             except KeyError as exc:
                 self.push_result(name, False, f"integrity: {exc}")
                 return
-            self.validating = True
+            self.validating = name
             observations = list(self.recent)
             threading.Thread(target=self.validate, args=(name, path, observations), daemon=True).start()
 
@@ -158,7 +169,7 @@ def make_node():
             else:
                 self.candidate = (policy, report)  # picked up by the control thread at a chunk boundary
             finally:
-                self.validating = False
+                self.validating = None
 
         def push_result(self, name: str, accepted: bool, reason: str, report=None) -> None:
             body = {"pushed": name, "accepted": accepted, "reason": reason, "active": self.policy.version,
@@ -216,7 +227,8 @@ def make_node():
 
         # -------------------------------------------------------------------------------------------- acting
         def infer(self, observation):
-            """Runs in the chunker's worker thread: one decision from one gated observation."""
+            """One decision from one gated observation (in the chunker's worker thread, or in the tick without
+            prefetch)."""
             obs, stamp = observation
             policy = self.policy  # one policy for the whole decision, whatever a swap does meanwhile
             d = decide(policy, obs, self.cfg.temperature, self.rng, self.cfg.exploration_std or None)
@@ -226,14 +238,21 @@ def make_node():
         def watch(self) -> None:
             """The control-rate timer: the tick itself (``tick_on: timer``), or, when the robot state drives the
             ticks, a watchdog that reports why nothing is acting once a tick is overdue."""
-            if self.cfg.tick_on == "timer" or now_seconds(self) - self.last_tick > 1.5 / self.cfg.control_hz:
+            if self.cfg.tick_on == "timer":
                 self.tick()
+            elif now_seconds(self) - self.last_tick > 1.5 / self.cfg.control_hz:
+                self.tick(watchdog=True)
             self.swap_if_ready()  # an idle arm (between episodes) has no chunk to finish: a validated push goes in now
 
-        def tick(self) -> None:
+        def tick(self, watchdog: bool = False) -> None:
+            """One action for the newest observation. The watchdog's tick never answers a state that already has its
+            action: the arm runs one command per state, so a second one would replace the first and skip a row."""
             now = now_seconds(self)
             self.last_tick = now
             gated = self.gate.observation(now)
+            if gated.ready and watchdog and gated.stamp == self.answered_stamp:
+                self.set_status("waiting: no new robot state since the last action")
+                return
             if not gated.ready:
                 self.set_status(f"waiting: {gated.reason}")
                 self.flush_decisions()
@@ -248,6 +267,7 @@ def make_node():
                 self.set_status(f"waiting: {result.reason}")
                 return
             self.action_pub.publish(named_values(ACTION_NAMES, result.action, gated.stamp))
+            self.answered_stamp = gated.stamp
             self.set_status("acting")
 
         def flush_decisions(self) -> None:

@@ -70,7 +70,7 @@ def make_node():
             # one callback group (the default, mutually exclusive): the recorder core is not thread-safe
             for cam in self.spec.observation.cameras:
                 self.create_subscription(Image, topics.CAMERA_IMAGE.format(cam.name),
-                                         lambda msg, name=cam.name: self.on_image(name, msg), 20)
+                                         lambda msg, name=cam.name: self.on_image(name, msg), 50)
             self.create_subscription(JointState, topics.JOINT_STATES, self.on_state, 50)
             self.create_subscription(JointState, topics.EXECUTED_ACTION, self.on_action, 50)
             self.create_subscription(String, topics.DECISION, self.on_decision, latched_qos(20))

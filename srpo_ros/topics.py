@@ -21,6 +21,7 @@ POLICY_PUSH_RESULT = "/srpo/policy/push_result"  # std_msgs/String (JSON), trans
 POLICY_STATUS = "/srpo/policy/status"  # std_msgs/String: "acting" or "waiting: <why>"
 ARM_STATUS = "/srpo/arm/status"  # std_msgs/String: "moving", "holding: <why>", "dry-run"
 DIAGNOSTICS = "/diagnostics"  # diagnostic_msgs/DiagnosticArray
+CLOCK = "/clock"  # rosgraph_msgs/Clock: simulated time, published by a sim arm with sim_clock (nodes: use_sim_time)
 
 ESTOP = "/srpo/estop"  # std_srvs/SetBool: true engages (latched), false releases
 POLICY_ROLLBACK = "/srpo/policy/rollback"  # std_srvs/Trigger: back to the previous (validated) version

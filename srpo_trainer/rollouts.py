@@ -220,8 +220,9 @@ def run_policy_episodes(policy: Policy | InferencePolicy, jobs: list[tuple[str, 
 
 
 def decision_observation(episode: Episode, step: int) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
-    """The observation a decision at ``step`` of ``episode`` was taken from: images per camera, proprio, instruction."""
-    frame = episode.frame_index(step)
+    """The observation a decision at ``step`` of ``episode`` was taken from: images per camera (the latest frame at
+    or before ``step``, as the policy held it when a recording has no frame of that step), proprio, instruction."""
+    frame = episode.held_frame_index(step)
     return ({c: v[frame] for c, v in episode.images.items()}, episode.proprio[step], episode.meta.instruction)
 
 

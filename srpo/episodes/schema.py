@@ -134,6 +134,16 @@ class Episode:
         latest = np.searchsorted(self.frame_steps, np.arange(self.length + 1), side="right") - 1
         return self.images[camera][latest]
 
+    def held_frame_index(self, step: int) -> int:
+        """Index into ``images[cam]`` of the latest frame at or before ``step``: the image a policy acting at
+        ``step`` had (its input gate keeps the newest frame until a fresher one arrives; a camera slower than the
+        control loop, or a frame lost in transport, leaves steps without their own)."""
+        if not 0 <= step <= self.length:
+            raise IndexError(f"step {step} outside 0..{self.length}")
+        if self.frame_steps is None:
+            return int(step)
+        return int(np.searchsorted(self.frame_steps, step, side="right")) - 1
+
     def frame_index(self, step: int) -> int:
         """Index into ``images[cam]`` of the frame taken at ``step``; raises if that step has no frame."""
         if self.frame_steps is None:

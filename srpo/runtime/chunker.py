@@ -28,7 +28,14 @@ Async mode (a ROS node's timer callback)::
         result = chunker.tick(latest_observation)    # every control tick
         arm.hold() if result.held else arm.command(result.action)
 
-Sync mode (simulation and batched rollouts: the caller runs inference itself, no thread)::
+Sync mode with an ``infer`` callable (``prefetch=False``; a node under a simulated clock, where the arm waits for each
+answer, so there is no latency to hide): ``tick`` runs the inference in the caller's thread when the chunk runs out,
+so every tick with a good inference serves an action and no row is ever dropped::
+
+    chunker = ActionChunker(policy, ChunkerConfig(chunk_size=8, action_dim=7, execute_steps=8, prefetch=False))
+    result = chunker.tick(latest_observation)        # infers here on ticks 0, 8, 16, ...
+
+Sync mode without one (simulation and batched rollouts: the caller runs inference itself, no thread)::
 
     chunker = ActionChunker(None, ChunkerConfig(chunk_size=8, action_dim=7, execute_steps=4, prefetch=False))
     if chunker.needs_chunk():
@@ -127,7 +134,7 @@ class ChunkerStats:
     ticks: int
     actions_served: int
     held_ticks: int  # ticks with no action: waiting, starved or failed
-    requests: int  # inferences submitted in async mode
+    requests: int  # inferences requested (submitted to the worker in async mode, run in the tick in sync mode)
     chunks: int  # chunks accepted
     errors: int  # failed inferences and rejected chunks
     dropped_stale: int  # chunk actions whose tick had passed when the chunk arrived
@@ -238,14 +245,19 @@ class ActionChunker:
         return self._plan[first:first + m].copy()
 
     def tick(self, observation: Any) -> TickResult:
-        """One control tick: collects a finished inference, requests the next one if due, serves or holds."""
-        if not self.config.prefetch:
-            raise RuntimeError("tick() is the prefetch=True API; in sync mode use needs_chunk/push_chunk/pop_action")
+        """One control tick: collects a finished inference, requests the next one if due, serves or holds (sync mode:
+        infers now, in this thread, when no action is left)."""
+        if self._infer is None:
+            raise RuntimeError("tick() needs an infer callable; without one use needs_chunk/push_chunk/pop_action")
         if self._closed:
             raise RuntimeError("the chunker is closed")
-        self._collect()
-        if self._pending is None and self._abandoned is None and self.needs_chunk():
-            self._submit(observation)
+        if not self.config.prefetch:
+            if self.needs_chunk():
+                self._infer_now(observation)
+        else:
+            self._collect()
+            if self._pending is None and self._abandoned is None and self.needs_chunk():
+                self._submit(observation)
         if self.remaining() > 0:
             return TickResult(self.pop_action())
         reason = self._hold_reason()
@@ -266,6 +278,18 @@ class ActionChunker:
             chunk = request.future.result()
             self._latencies.append(self._clock() - request.submitted_at)
             self.push_chunk(chunk, request.obs_tick)
+        except Exception as exc:  # a bad inference must cost a hold, never the control loop
+            self._fail(exc)
+        else:
+            self._error = ""
+
+    def _infer_now(self, observation: Any) -> None:
+        started = self._clock()
+        self._n["requests"] += 1
+        try:
+            chunk = self._infer(observation)
+            self._latencies.append(self._clock() - started)
+            self.push_chunk(chunk)  # computed from this tick's observation: nothing is stale
         except Exception as exc:  # a bad inference must cost a hold, never the control loop
             self._fail(exc)
         else:

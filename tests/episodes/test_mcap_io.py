@@ -167,8 +167,19 @@ def test_sparse_frames_round_trip_and_index_by_step(tmp_path, policy_ep):
     assert np.array_equal(back.images["agentview"][back.frame_index(step)], policy_ep.images["agentview"][step])
     with pytest.raises(IndexError, match="no frame at step 1"):
         back.frame_index(1)
+    # the frame a policy held at a step without its own: the latest one before it (frames at 0, 4, 8, ...)
+    assert [back.held_frame_index(t) for t in (0, 1, 3, 4, 7, 8)] == [0, 0, 0, 1, 1, 2]
+    assert back.held_frame_index(back.length) == len(back.frame_steps) - 1
+    with pytest.raises(IndexError, match="outside"):
+        back.held_frame_index(back.length + 1)
     dense = read_episode(write_episode(tmp_path / "dense.mcap", policy_ep))
-    assert dense.frame_steps is None and dense.frame_index(1) == 1
+    assert dense.frame_steps is None and dense.frame_index(1) == 1 and dense.held_frame_index(1) == 1
+    # a decision at a step without a frame (a slow camera, a frame lost in transport) is replayed on the held frame
+    from srpo_trainer.rollouts import decision_observation
+
+    images, proprio, _ = decision_observation(back, 6)
+    assert np.array_equal(images["agentview"], policy_ep.images["agentview"][4])
+    assert np.array_equal(proprio, policy_ep.proprio[6])
 
 
 @pytest.mark.parametrize("steps, message", [

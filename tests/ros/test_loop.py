@@ -51,8 +51,15 @@ def test_two_rounds_record_train_export_publish_and_push(ros, checkpoint, episod
     assert {rec.meta.policy_version for rec in EpisodeStore(out / "episodes" / "round_001").list()} == {
         first["candidate"]}
     assert (out / "loop.png").stat().st_size > 0
+    # the world model is fitted in the first round only; the second round scores with it
+    import yaml
+
+    assert (out / "rounds" / "round_000" / "world_model" / "final" / "config.json").is_file()
+    assert not (out / "rounds" / "round_001" / "world_model").exists()
+    second_cfg = yaml.safe_load((out / "rounds" / "round_001" / "config.yaml").read_text())
+    assert second_cfg["reward"]["encoder_path"] == str(out / "rounds" / "round_000" / "world_model" / "final")
     # PPO from the same robot-recorded files: the importance weights of the version that recorded them are 1, over
-    # the rows the asynchronous chunker actually served (ONNX Runtime acted, PyTorch recomputes)
+    # the rows the arm actually ran (ONNX Runtime acted, PyTorch recomputes)
     ppo = subprocess.run([sys.executable, "-m", "srpo_cli", "train", "--init",
                           str(registry.get(start).path / "checkpoint"), "--episodes", str(out / "episodes" / "round_000"),
                           "--out", str(tmp_path / "ppo"), "reward.mode=binary", "filter.kind=none", "steps=1",

@@ -62,6 +62,51 @@ def test_sim_bringup_runs_an_episode_driven_by_the_policy_and_records_it(ros, ex
     assert proc.poll() is None  # the nodes keep running after the episode
 
 
+def test_sim_clock_steps_in_lockstep_with_the_policy_faster_than_real_time(ros, exported, tmp_path):
+    """``sim_clock:=true``: the arm owns /clock and steps when the policy answers; the policy infers in its tick, so
+    every state gets an action (a decision exactly every ``execute_steps`` steps, no row dropped, no hold) and the
+    episode takes less wall time than the simulated time it covers."""
+    domain, nodes, probe = ros
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import JointState
+
+    config = yaml.safe_load((REPO / "configs" / "ros" / "bringup.yaml").read_text())
+    arm, rec, pol = (config[n]["ros__parameters"] for n in ("arm_node", "recorder_node", "policy_node"))
+    arm.update(image_size=32, max_steps=100, task="open_drawer", init_state_id=1)
+    rec.update(image_size=32, out_dir=str(tmp_path / "episodes"))
+    pol.update(temperature=0.5)
+    (tmp_path / "bringup.yaml").write_text(yaml.safe_dump(config))
+    clock = probe.listen(Clock, topics.CLOCK, 10)
+    executed = probe.listen(JointState, topics.EXECUTED_ACTION, 500)
+    proc = nodes.start("bringup", "-m", "srpo_cli", "bringup", "robot:=sim", f"policy:={exported}",
+                       "backend:=onnxruntime", f"config:={tmp_path / 'bringup.yaml'}", "sim_clock:=true")
+    store = EpisodeStore(tmp_path / "episodes")
+    probe.wait_for(lambda: bool(store.files()) or proc.poll() is not None, 120, "a recorded episode", nodes)
+    assert store.files(), nodes.log("bringup")[-4000:]
+    ep = read_episode(store.files()[0])
+    assert ep.meta.labelled and ep.meta.task == "open_drawer"
+    # (under load the recorder can discover the arm a step or two into the episode)
+    assert ep.length >= 90 or ep.meta.success
+    # lockstep: one state per control period of simulated time, each answered, chunks served whole from row 0
+    np.testing.assert_allclose(np.diff(ep.timestamps), PERIOD, atol=1e-6)
+    first = ep.chunk_steps[0]
+    assert first < 8
+    np.testing.assert_array_equal(ep.chunk_steps, np.arange(first, ep.length, 8))
+    rows = np.concatenate([np.clip(c[:8], -1, 1) for c in ep.chunks])[:ep.length - first]
+    same = np.isclose(ep.actions[first:], rows, atol=1e-6)
+    # every executed action is its row, except components the safety filter stopped at the workspace's edge
+    assert np.all(same | (ep.actions[first:] == 0)) and same.mean() > 0.75
+    # faster than real time: the executed actions' stamps (simulated) span more than their arrival (wall) times
+    stamps = np.array([stamp_to_seconds(m.header.stamp) for _, m in list(executed)])
+    arrived = np.array([t for t, _ in list(executed)])
+    assert len(stamps) >= 50 and stamps[-1] - stamps[0] > 1.5 * (arrived[-1] - arrived[0]), (
+        f"{len(stamps)} steps: {stamps[-1] - stamps[0]:.2f} s simulated in {arrived[-1] - arrived[0]:.2f} s")
+    # the clock keeps going between episodes (timers and watchdogs elsewhere run on it)
+    n = len(clock)
+    probe.wait_for(lambda: len(clock) > n + 5, 10, "/clock to advance while the arm is idle", nodes)
+    assert stamp_to_seconds(clock[-1][1].clock) > stamps[-1]
+
+
 def test_killing_the_policy_node_holds_the_arm_within_two_control_periods(ros, exported):
     domain, nodes, probe = ros
     from sensor_msgs.msg import JointState
@@ -147,6 +192,18 @@ def test_an_e_stop_is_the_status_even_when_a_command_is_also_late():
     hold = np.zeros(len(ACTION_NAMES), np.float32)
     assert holding_status(SafetyDecision(hold, True, ["e-stop"]), "no new command") == "holding: e-stop"
     assert holding_status(SafetyDecision(hold, False, []), "no new command") == "holding: no new command"
+
+
+def test_sim_clock_is_refused_for_a_real_arm_and_needs_a_positive_answer_wait():
+    import pytest
+
+    from srpo_ros.arm_node import ArmNodeConfig
+
+    assert ArmNodeConfig(sim_clock=True).sim_clock
+    with pytest.raises(ValueError, match="sim_clock needs robot: sim"):
+        ArmNodeConfig(robot="real", sim_clock=True)
+    with pytest.raises(ValueError, match="sim_answer_wait_s must be > 0"):
+        ArmNodeConfig(sim_clock=True, sim_answer_wait_s=0.0)
 
 
 def _command(values, stamp) -> object:
@@ -420,6 +477,7 @@ def test_push_validates_swaps_at_a_chunk_boundary_and_rolls_back(ros, exported, 
     probe.wait_for(lambda: len(executed) >= n + 20, 30, "the old policy to keep driving", nodes)
 
     push.publish(String(data=v2.version))
+    push.publish(String(data=v2.version))  # repeated while it is validated (no verdict heard yet): ignored
     probe.wait_for(lambda: len(results) >= 2, 60, "the valid push's result", nodes)
     verdict = json.loads(results[-1][1].data)
     assert verdict["accepted"] and verdict["active"] == v2.version, verdict
@@ -429,6 +487,11 @@ def test_push_validates_swaps_at_a_chunk_boundary_and_rolls_back(ros, exported, 
     versions = [json.loads(m.data)["version"] for _, m in decisions]
     first_v2 = versions.index(v2.version)
     assert set(versions[:first_v2]) <= {v1.version} and set(versions[first_v2:]) == {v2.version}
+    assert [json.loads(m.data)["pushed"] for _, m in results].count(v2.version) == 1
+    push.publish(String(data=v2.version))  # the active version pushed again: answered at once, nothing reloaded
+    probe.wait_for(lambda: len(results) >= 3, 30, "the answer to a push of the active version", nodes)
+    again = json.loads(results[-1][1].data)
+    assert again["accepted"] and again["reason"] == "already the active version" and again["active"] == v2.version
 
     answer = probe.call(Trigger, topics.POLICY_ROLLBACK, Trigger.Request())
     assert answer.success and v1.version in answer.message

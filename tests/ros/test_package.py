@@ -137,7 +137,7 @@ def test_launch_file_structure():
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
     declared = [c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")]
-    assert sorted(declared) == ["backend", "config", "policy", "robot"]
+    assert sorted(declared) == ["backend", "config", "policy", "robot", "sim_clock"]
     assert _calls(tree, "node_set"), "the launch file must take its nodes from srpo_ros.bringup.node_set"
     assert _calls(tree, "OpaqueFunction") and _calls(tree, "Node")
     assert [c.args[0].value for c in _calls(tree, "get_package_share_directory")] == ["srpo"]
@@ -214,7 +214,8 @@ def _launch_nodes(monkeypatch, tmp_path, given: dict[str, str]) -> tuple[list[di
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
     declared = {e.name: e for e in description.entities if hasattr(e, "default_value")}
-    assert set(declared) == {"robot", "backend", "policy", "config"}
+    assert set(declared) == {"robot", "backend", "policy", "config", "sim_clock"}
+    assert set(declared["sim_clock"].choices) == set(bringup.SWITCHES) and declared["sim_clock"].default_value == "false"
     assert declared["config"].default_value == str(share_dir / "config" / "bringup.yaml")
     assert set(declared["robot"].choices) == set(bringup.ROBOTS)
     assert set(declared["backend"].choices) == set(bringup.BACKENDS)
@@ -252,7 +253,8 @@ def _parse_command(cmd: list[str]) -> dict:
     {"robot": "sim", "policy": "exports/sft5", "backend": "onnxruntime"},
     {"robot": "real", "policy": "/opt/policies/true", "backend": "tensorrt"},
     {"robot": "real", "config": "/etc/srpo/site.yaml"},
-], ids=["sim-defaults", "sim", "real", "real-config"])
+    {"robot": "sim", "sim_clock": "true"},
+], ids=["sim-defaults", "sim", "real", "real-config", "sim-clock"])
 def test_launch_file_and_srpo_bringup_describe_the_same_nodes(monkeypatch, tmp_path, given):
     launched, effective = _launch_nodes(monkeypatch, tmp_path, given)
     cli = [_parse_command(c) for c in bringup.commands(dict(effective))]
@@ -271,6 +273,10 @@ def test_launch_file_and_srpo_bringup_describe_the_same_nodes(monkeypatch, tmp_p
     assert by_name["recorder_node"]["source"] == ("sim" if given["robot"] == "sim" else "robot")
     assert by_name["policy_node"].get("policy", "") == given.get("policy", "")
     assert by_name["policy_node"]["backend"] == given.get("backend", "auto")
+    clocked = given.get("sim_clock") == "true"  # the arm owns the clock, the others follow it, the policy answers
+    assert by_name["arm_node"].get("sim_clock", False) is clocked
+    assert by_name["policy_node"].get("use_sim_time", False) is by_name["recorder_node"].get("use_sim_time", False) is clocked
+    assert by_name["policy_node"].get("prefetch", True) is not clocked
     if given["robot"] == "real":
         assert {n["name"]: n["executable"] for n in launched[:2]} == {"camera_agentview": "camera_node",
                                                                        "camera_wrist": "camera_node"}
@@ -348,6 +354,8 @@ def test_params_file_comments_every_parameter():
     (["robot:=moon"], ["robot", "moon"]),
     (["backend:=cuda"], ["backend", "cuda"]),
     (["config:="], ["config"]),
+    (["sim_clock:=yes"], ["sim_clock", "true or false", "yes"]),
+    (["robot:=real", "sim_clock:=true"], ["sim_clock", "robot:=sim"]),
 ])
 def test_parse_launch_args_names_the_problem(argv, words):
     with pytest.raises(ValueError) as err:
@@ -357,9 +365,11 @@ def test_parse_launch_args_names_the_problem(argv, words):
 
 def test_parse_launch_args_defaults_and_values():
     args = bringup.parse_launch_args([])
-    assert args == {"robot": "sim", "policy": "", "backend": "auto", "config": str(CONFIG)}
+    assert args == {"robot": "sim", "policy": "", "backend": "auto", "config": str(CONFIG), "sim_clock": False}
     args = bringup.parse_launch_args(["policy:=exports/x", "robot:=real", "backend:=onnxruntime", "config:=a.yaml"])
-    assert args == {"robot": "real", "policy": "exports/x", "backend": "onnxruntime", "config": "a.yaml"}
+    assert args == {"robot": "real", "policy": "exports/x", "backend": "onnxruntime", "config": "a.yaml",
+                    "sim_clock": False}
+    assert bringup.parse_launch_args(["sim_clock:=true"])["sim_clock"] is True
     with pytest.raises(ValueError, match="moon"):
         bringup.node_set("moon", "", "auto")
 

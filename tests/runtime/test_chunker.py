@@ -369,8 +369,6 @@ def test_sync_mode_runs_rows_0_to_e_minus_1_of_each_chunk_open_loop():
     assert empty.shape == (0, 2) and empty.dtype == np.float32
     with pytest.raises(NoActionError, match="push a chunk first"):
         chunker.pop_action()
-    with pytest.raises(RuntimeError, match="sync mode"):
-        chunker.tick(None)
 
 
 def test_sync_push_copies_the_chunk():
@@ -423,4 +421,52 @@ def test_real_thread_pool_serves_finite_actions():
             time.sleep(0.002)
     assert len(served) >= 20 and all(np.isfinite(a).all() for a in served)
     with pytest.raises(RuntimeError, match="closed"):
+        chunker.tick(0)
+
+
+# ------------------------------------------------------------------------------------------------ sync tick
+
+
+def test_sync_tick_infers_in_the_tick_when_the_chunk_runs_out_and_serves_every_tick():
+    """Under a simulated clock the arm waits for each answer: no latency to hide, no row dropped, no hold."""
+    calls = []
+    policy = tagged_policy(8)
+
+    def infer(obs):
+        calls.append(obs)
+        return policy(obs)
+
+    chunker = ActionChunker(infer, ChunkerConfig(chunk_size=8, action_dim=2, execute_steps=6, prefetch=False))
+    results = [chunker.tick(t) for t in range(14)]
+    assert not any(r.held for r in results)
+    assert calls == [0, 6, 12]  # the observation of the tick each chunk was computed for
+    assert [r.action.tolist() for r in results] == [[6 * (t // 6), t % 6] for t in range(14)]
+    stats = chunker.stats
+    assert (stats.requests, stats.chunks, stats.dropped_stale, stats.held_ticks) == (3, 3, 0, 0)
+
+
+def test_sync_tick_holds_on_a_failed_or_non_finite_inference_and_retries_next_tick():
+    outcomes = iter(["raise", "nan", "ok"])
+    policy = tagged_policy(4)
+
+    def infer(obs):
+        what = next(outcomes)
+        if what == "raise":
+            raise RuntimeError("gpu lost")
+        chunk = policy(obs)
+        if what == "nan":
+            chunk[2, 0] = np.nan
+        return chunk
+
+    chunker = ActionChunker(infer, ChunkerConfig(chunk_size=4, action_dim=2, execute_steps=4, prefetch=False))
+    first, second, third = (chunker.tick(t) for t in (10, 11, 12))
+    assert first.held and first.reason == "inference error: RuntimeError: gpu lost"
+    assert second.held and "non-finite" in second.reason
+    assert third.action.tolist() == [12, 0]  # the first good chunk, from the observation of its own tick
+    assert chunker.stats.errors == 2 and chunker.stats.held_ticks == 2 and chunker.current_tick == 1
+
+
+def test_tick_without_an_infer_callable_is_refused():
+    chunker = ActionChunker(None, ChunkerConfig(chunk_size=4, action_dim=2, execute_steps=4, prefetch=False))
+    with pytest.raises(RuntimeError, match="needs an infer callable"):
         chunker.tick(0)

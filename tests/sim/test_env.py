@@ -87,8 +87,8 @@ def test_reset_option_errors_are_clear(env):
         env.reset(options={"task": "fly"})
     with pytest.raises(ValueError, match="split must be one of"):
         env.reset(options={"split": "test"})
-    with pytest.raises(IndexError, match="heldout has initial states 0..49"):
-        env.reset(options={"task": "open_drawer", "split": "heldout", "init_state_id": 50})
+    with pytest.raises(IndexError, match="heldout has initial states 0..199"):
+        env.reset(options={"task": "open_drawer", "split": "heldout", "init_state_id": 200})
     with pytest.raises(ValueError, match="unknown reset options"):
         env.reset(options={"init_state": 3})
     with pytest.raises(RuntimeError, match="reset"):

@@ -24,8 +24,10 @@ def test_experts_succeed_on_held_out_states(env):
 
 
 @pytest.mark.slow
-def test_experts_reach_95_percent_on_every_held_out_state(env):
-    rates = _success_rates(env, range(SPLIT_SIZES["heldout"]))
+def test_experts_reach_95_percent_on_held_out_states_across_the_split(env):
+    """Every fourth held-out state (50 per task, spread over the whole split); benchmarks/expert_success.py sweeps
+    every state (2000 episodes, minutes)."""
+    rates = _success_rates(env, range(0, SPLIT_SIZES["heldout"], 4))
     assert min(rates.values()) >= 0.95, rates
 
 

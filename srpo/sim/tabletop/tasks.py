@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 SUITE_SEED = 20251119  # the SRPO paper's date: fixes every initial state of the suite
 SPLITS = ("train", "heldout")
-SPLIT_SIZES = {"train": 100, "heldout": 50}
+SPLIT_SIZES = {"train": 100, "heldout": 200}
 
 OBJECT_WORDS = {"red_cube": "red cube", "blue_cube": "blue cube", "green_cylinder": "green cylinder"}
 _FOOTPRINT = {"red_cube": 0.03, "blue_cube": 0.03, "green_cylinder": 0.025, "tray": 0.075, "square": 0.055,
