@@ -18,8 +18,9 @@ Each policy is evaluated with deterministic actions on the same 200 held-out sta
 the same 50 train states per task (200 episodes), paired with the start's outcomes on the same states. The held-out
 figure is also split into states 0-49 (what this benchmark reported before the held-out split grew from 50 to 200
 states) and 50-199 (evaluated only after that report, so an independent replication); the train figure into the 10
-states per task the concentrated runs rolled out on and the 40 others. The seeds are pooled with a bootstrap over seeds, then states
-(``benchmarks/learning.py``). Writes ``rollout_concentration.json`` and ``rollout_concentration.png``.
+states per task the concentrated runs rolled out on and the 40 others. The seeds are pooled with a bootstrap over
+seeds, then states (``benchmarks/learning.py``). Writes ``rollout_concentration.json`` and
+``rollout_concentration.png``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from self_imitation import TASKS, ensure_start, evaluate, outcomes, paired, sh  
 CONFIG = "configs/srpo_concentrated.yaml"
 SPLITS = ("heldout", "heldout_0_49", "heldout_50_199", "train", "train_rolled_out", "train_not_rolled_out")
 HELDOUT_STATES = 200  # per task: all of the suite's held-out split
+MID_STEP = 5  # the runs' intermediate checkpoint (the config's checkpoint_every): what a smaller budget gives
 FIRST_REPORT_STATES = 50  # the held-out states of the first report (the split's size then)
 
 
@@ -121,6 +123,26 @@ def main() -> None:
         result["pooled"][kind] = pooled
     result["per_task_start"] = {s: {t: float(np.mean([v for k, v in evals["start"][s].items() if k[0] == t]))
                                     for t in TASKS} for s in ("heldout", "train")}
+
+    # the budget: the concentrated runs' checkpoint after MID_STEP of their steps, on the same held-out states
+    cfg = load_config(RLConfig, CONFIG, [])
+    names = [n for n in plan if n.startswith("concentrated")]
+    mid = {n: outcomes(evaluate(work / n / "checkpoints" / f"step_{MID_STEP:07d}", "heldout",
+                                work / f"eval{HELDOUT_STATES}_heldout_{n}_step{MID_STEP}",
+                                episodes_per_task=HELDOUT_STATES))
+           for n in names if (work / n / "checkpoints" / f"step_{MID_STEP:07d}" / "config.json").is_file()}
+    if mid:
+        keys = sorted(evals["start"]["heldout"])
+        diff = np.array([[mid[n][k] - evals["start"]["heldout"][k] for k in keys] for n in mid], dtype=float)
+        mean, lo, hi = bootstrap_mean(diff, rng)
+        per_seed = {n: paired(evals["start"]["heldout"], mid[n]) for n in mid}
+        result["heldout_by_budget"] = {
+            "trajectories_per_step": cfg.rollout.prompts_per_step * cfg.rollout.group_size,
+            f"step_{MID_STEP}": {"seeds": len(mid), "change": mean, "change_ci95": [lo, hi],
+                                 "per_seed": {n: r["change"] for n, r in per_seed.items()}},
+            f"step_{cfg.steps}": {k: result["pooled"]["concentrated"]["heldout"][k] for k in ("change", "change_ci95")}}
+        print(f"concentrated at step {MID_STEP} of {cfg.steps} ({len(mid)} seeds): held-out {100 * mean:+.1f} "
+              f"({100 * lo:+.1f}..{100 * hi:+.1f})")
     write_json(out / "rollout_concentration.json", result)
     plot(result, out / "rollout_concentration.png")
     for name, row in result["runs"].items():

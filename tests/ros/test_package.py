@@ -215,7 +215,8 @@ def _launch_nodes(monkeypatch, tmp_path, given: dict[str, str]) -> tuple[list[di
     description = module.generate_launch_description()
     declared = {e.name: e for e in description.entities if hasattr(e, "default_value")}
     assert set(declared) == {"robot", "backend", "policy", "config", "sim_clock"}
-    assert set(declared["sim_clock"].choices) == set(bringup.SWITCHES) and declared["sim_clock"].default_value == "false"
+    assert set(declared["sim_clock"].choices) == set(bringup.SWITCHES)
+    assert declared["sim_clock"].default_value == "false"
     assert declared["config"].default_value == str(share_dir / "config" / "bringup.yaml")
     assert set(declared["robot"].choices) == set(bringup.ROBOTS)
     assert set(declared["backend"].choices) == set(bringup.BACKENDS)
@@ -275,7 +276,8 @@ def test_launch_file_and_srpo_bringup_describe_the_same_nodes(monkeypatch, tmp_p
     assert by_name["policy_node"]["backend"] == given.get("backend", "auto")
     clocked = given.get("sim_clock") == "true"  # the arm owns the clock, the others follow it, the policy answers
     assert by_name["arm_node"].get("sim_clock", False) is clocked
-    assert by_name["policy_node"].get("use_sim_time", False) is by_name["recorder_node"].get("use_sim_time", False) is clocked
+    assert by_name["policy_node"].get("use_sim_time", False) is clocked
+    assert by_name["recorder_node"].get("use_sim_time", False) is clocked
     assert by_name["policy_node"].get("prefetch", True) is not clocked
     if given["robot"] == "real":
         assert {n["name"]: n["executable"] for n in launched[:2]} == {"camera_agentview": "camera_node",

@@ -47,7 +47,7 @@ def test_sampling_is_seeded(policy):
     assert a.shape != c.shape or not (a == c).all()
 
 
-@pytest.mark.parametrize("kw, message", [({"split": "test"}, "split"), ({"episodes_per_task": 51}, "1..50"),
+@pytest.mark.parametrize("kw, message", [({"split": "test"}, "split"), ({"episodes_per_task": 201}, "1..200"),
                                          ({"tasks": ["fly"]}, "unknown task"), ({"suite": "libero"}, "unknown suite"),
                                          ({"suite": "libero_spatial_wet"}, "unknown LIBERO suite"),
                                          ({"fast_render": True}, "LIBERO option")])
