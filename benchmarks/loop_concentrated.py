@@ -32,10 +32,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, per_task_bars, pyplot, write_json  # noqa: E402
 from learning import bootstrap_mean  # noqa: E402
+from rollout_concentration import HELDOUT_STATES  # noqa: E402 - one held-out size for both
 from self_imitation import TASKS, evaluate, outcomes, paired  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-HELDOUT_STATES = 200
 
 
 def run_seed(args, seed: int) -> dict:

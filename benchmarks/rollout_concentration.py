@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from srpo.sim.tabletop.tasks import SPLIT_SIZES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, per_task_bars, pyplot, write_json  # noqa: E402
 from learning import bootstrap_mean  # noqa: E402
@@ -39,7 +41,7 @@ from self_imitation import TASKS, ensure_start, evaluate, outcomes, paired, sh  
 
 CONFIG = "configs/srpo_concentrated.yaml"
 SPLITS = ("heldout", "heldout_0_49", "heldout_50_199", "train", "train_rolled_out", "train_not_rolled_out")
-HELDOUT_STATES = 200  # per task: all of the suite's held-out split
+HELDOUT_STATES = SPLIT_SIZES["heldout"]  # per task: all of the suite's held-out split
 MID_STEP = 5  # the runs' intermediate checkpoint (the config's checkpoint_every): what a smaller budget gives
 FIRST_REPORT_STATES = 50  # the held-out states of the first report (the split's size then)
 
