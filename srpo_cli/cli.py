@@ -458,6 +458,11 @@ def cmd_loop(args: argparse.Namespace) -> int:
         run_loop(cfg)
     except (ConfigError, CheckpointError, TimeoutError, RuntimeError) as exc:
         raise SystemExit(f"error: {exc}") from exc
+    except KeyboardInterrupt:
+        # run_loop stopped the nodes on the way out; a resumed loop discards the unfinished round's recordings
+        print(f"interrupted: the nodes are stopped; the same command resumes from the last finished round in {cfg.out}",
+              file=sys.stderr)
+        return 130
     return 0
 
 

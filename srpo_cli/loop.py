@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -316,6 +317,19 @@ def _evaluate(checkpoint: Path, cfg: LoopConfig, cache: dict, version: str) -> d
     return cache[version]
 
 
+def _stop_on_sigterm():
+    """Make SIGTERM (``kill``, a service manager, a container stop) unwind like Ctrl-C, so the ``finally`` that stops
+    the node processes runs: they live in their own session and would otherwise outlive the loop. Returns the previous
+    handler (None off the main thread, where Python cannot install one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_loop(cfg: LoopConfig, progress: bool = True) -> Path:
     """Run (or resume) the loop; returns its folder."""
     from rich.console import Console
@@ -355,9 +369,11 @@ def run_loop(cfg: LoopConfig, progress: bool = True) -> Path:
         _plot(state, root / "loop.png")
         return root
     console.rule(f"[bold]bring-up: {cfg.robot} with {active}")
+    previous_term = _stop_on_sigterm()
     bringup = Bringup(cfg, params, active, root / "logs")
-    link = LoopLink()
+    link = None
     try:
+        link = LoopLink()
         link.wait_ready(active, 120.0, cfg.robot)
         for r in range(len(state["rounds"]), cfg.rounds):
             row = _run_round(cfg, r, active, link, bringup, registry, root, incoming, state, console, progress,
@@ -367,8 +383,11 @@ def run_loop(cfg: LoopConfig, progress: bool = True) -> Path:
             _save(state_path, state)
             _print_rounds(state, console)
     finally:
-        link.close()
+        if link is not None:
+            link.close()
         bringup.close()
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     _plot(state, root / "loop.png")
     _save(state_path, state)
     console.print(f"loop: {root / LOOP_FILE}, {root / 'loop.png'}; registry: {registry.root}")

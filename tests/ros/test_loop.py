@@ -4,8 +4,14 @@ SRPO updates the policy, the result is exported, published and pushed, and the n
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from tests.ros.conftest import ros_env
 
@@ -76,6 +82,47 @@ def test_two_rounds_record_train_export_publish_and_push(ros, checkpoint, episod
                            env=ros_env(domain), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "loop.json").read_text())["rounds"] == state["rounds"]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_a_stopped_loop_stops_its_nodes_and_keeps_no_half_round(ros, checkpoint, tmp_path, stop):
+    """Ctrl-C or SIGTERM while a round records: the loop exits 130 with a line that says how to resume, its node
+    processes (in their own session, out of reach of the signal) are gone, and no half-recorded round is kept."""
+    domain, _, _ = ros
+    out = tmp_path / "loop"
+    loop = subprocess.Popen([sys.executable, "-m", "srpo_cli", "loop", "--robot", "sim", "--rounds", "1", "--init",
+                             str(checkpoint), "--out", str(out), "--episodes-per-round", "200",
+                             "tasks=[reach_red_cube]", "max_steps=25"],
+                            env=ros_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "episodes" / "incoming").rglob("*.mcap")) and time.monotonic() < deadline:
+            assert loop.poll() is None, loop.communicate()
+            time.sleep(0.2)
+        assert list((out / "episodes" / "incoming").rglob("*.mcap")), "no episode was recorded in 300 s"
+        assert _processes_mentioning(str(out / "bringup.yaml")), "the loop's nodes are not running"
+        loop.send_signal(stop)
+        stdout, stderr = loop.communicate(timeout=60)
+    finally:
+        if loop.poll() is None:
+            os.killpg(loop.pid, signal.SIGKILL)
+    assert loop.returncode == 130, (loop.returncode, stdout[-2000:], stderr[-3000:])
+    assert "interrupted" in stderr and "resumes" in stderr, stderr[-2000:]
+    assert not _processes_mentioning(str(out / "bringup.yaml"))  # the bring-up and its nodes stopped with the loop
+    assert not (out / "episodes" / "round_000").exists() and not (out / "loop.json").exists()
 
 
 def test_a_lost_episode_request_is_sent_again_and_the_episode_followed_by_its_number(ros):
