@@ -12,7 +12,11 @@ many train states per task the prompts are drawn from:
 
 - ``spread``: all 50 train states per task (each state is drawn about 0.6 times in 8 steps);
 - ``concentrated``: 10 train states per task (each drawn about 3 times: about 50 rollouts and, at the start's success
-  rate, about 20 successes per state), one run per training seed.
+  rate, about 20 successes per state), one run per training seed;
+- ``demos_only`` (the control): the concentrated run's settings with the rollouts left out of the regression
+  (``update.regression.use_rollouts=false``), so it takes the same 1200 regression steps on the 12 demos alone. The
+  start is not converged (1200 SFT steps), so more steps on the demos could lift it by themselves: what the
+  concentrated runs gain over this control is what learning from the rollouts adds.
 
 Each policy is evaluated with deterministic actions on the same 200 held-out states per task (800 episodes) and
 the same 50 train states per task (200 episodes), paired with the start's outcomes on the same states. The held-out
@@ -46,11 +50,31 @@ MID_STEP = 5  # the runs' intermediate checkpoint (the config's checkpoint_every
 FIRST_REPORT_STATES = 50  # the held-out states of the first report (the split's size then)
 
 
-def runs(seeds: list[int], spread_seeds: list[int]) -> dict[str, list[str]]:
+KINDS = ("concentrated", "spread", "demos_only")
+
+
+def runs(seeds: list[int], spread_seeds: list[int], control_seeds: list[int] = ()) -> dict[str, list[str]]:
     """Run name -> overrides on top of the config; the first run fits the world model the others score with."""
     out = {f"spread_seed{s}": ["rollout.train_states=50", f"seed={s}"] for s in spread_seeds}
     out.update({f"concentrated_seed{s}": [f"seed={s}"] for s in seeds})
+    out.update({f"demos_only_seed{s}": ["update.regression.use_rollouts=false", f"seed={s}"] for s in control_seeds})
     return out
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, level: float = 0.95,
+                         resamples: int = 10_000) -> tuple[float, float, float]:
+    """mean(a) - mean(b) for two arms of outcomes on the same states (``a``: seeds_a x states, ``b``: seeds_b x
+    states), with a percentile interval from resampling each arm's seeds and, jointly for both arms, the states."""
+    a, b = np.atleast_2d(a).astype(np.float64), np.atleast_2d(b).astype(np.float64)
+    n = a.shape[1]
+    states = rng.integers(0, n, (resamples, n))
+    seeds_a = rng.integers(0, a.shape[0], (resamples, a.shape[0]))
+    seeds_b = rng.integers(0, b.shape[0], (resamples, b.shape[0]))
+    # per resample: the arm's mean over its drawn seeds of each state, then over the drawn states
+    mean_a = np.take_along_axis(a[seeds_a].mean(axis=1), states, axis=1).mean(axis=1)
+    mean_b = np.take_along_axis(b[seeds_b].mean(axis=1), states, axis=1).mean(axis=1)
+    lo, hi = np.quantile(mean_a - mean_b, [(1 - level) / 2, (1 + level) / 2])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
 
 
 def split_outcomes(ev_heldout: dict, ev_train: dict, rolled_out: int) -> dict[str, dict]:
@@ -69,12 +93,14 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="training seeds of the concentrated runs")
     ap.add_argument("--spread-seeds", default="0", help="training seeds of the spread runs")
+    ap.add_argument("--control-seeds", default="0", help="training seeds of the demos-only control runs")
     args = ap.parse_args()
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     spread_seeds = [int(s) for s in args.spread_seeds.split(",") if s.strip()]
-    plan = runs(seeds, spread_seeds)
+    control_seeds = [int(s) for s in args.control_seeds.split(",") if s.strip()]
+    plan = runs(seeds, spread_seeds, control_seeds)
 
     start = ensure_start(args.demos, work)
     world_model = work / next(iter(plan)) / "world_model" / "final"
@@ -109,7 +135,7 @@ def main() -> None:
 
     # pooled over training seeds: bootstrap over seeds, then states, of the paired per-state change
     rng = np.random.default_rng(0)
-    for kind in ("concentrated", "spread"):
+    for kind in KINDS:
         names = [n for n in plan if n.startswith(kind)]
         if not names:
             continue
@@ -123,6 +149,15 @@ def main() -> None:
                          "per_task_after": {t: float(np.mean([evals[n][s][k] for n in names for k in keys
                                                               if k[0] == t])) for t in TASKS}}
         result["pooled"][kind] = pooled
+    conc = [n for n in plan if n.startswith("concentrated")]
+    ctrl = [n for n in plan if n.startswith("demos_only")]
+    if conc and ctrl:  # what learning from the rollouts adds over the same regression steps on the demos alone
+        result["concentrated_minus_demos_only"] = {}
+        for s in SPLITS:
+            keys = sorted(evals["start"][s])
+            mean, lo, hi = bootstrap_difference(np.array([[evals[n][s][k] for k in keys] for n in conc]),
+                                                np.array([[evals[n][s][k] for k in keys] for n in ctrl]), rng)
+            result["concentrated_minus_demos_only"][s] = {"change": mean, "change_ci95": [lo, hi]}
     result["per_task_start"] = {s: {t: float(np.mean([v for k, v in evals["start"][s].items() if k[0] == t]))
                                     for t in TASKS} for s in ("heldout", "train")}
 
@@ -154,6 +189,9 @@ def main() -> None:
         print(f"{kind} ({pooled['seeds']} seeds) " + "; ".join(
             f"{s} {100 * pooled[s]['change']:+.1f} ({100 * pooled[s]['change_ci95'][0]:+.1f}.."
             f"{100 * pooled[s]['change_ci95'][1]:+.1f})" for s in SPLITS))
+    for s, d in result.get("concentrated_minus_demos_only", {}).items():
+        print(f"concentrated - demos_only, {s}: {100 * d['change']:+.1f} ({100 * d['change_ci95'][0]:+.1f}.."
+              f"{100 * d['change_ci95'][1]:+.1f})")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -166,7 +204,8 @@ def plot(result: dict, path: Path) -> None:
         rows += [(f"{k} pooled ({p['seeds']} seeds)", p[split]) for k, p in result["pooled"].items() if p["seeds"] > 1]
         for i, (n, r) in enumerate(rows):
             c, (lo, hi) = 100 * r["change"], (100 * x for x in r["change_ci95"])
-            colour = "tab:green" if n.startswith("concentrated") else "tab:grey"
+            colour = {"concentrated": "tab:green", "demos_only": "tab:orange"}.get(n.split("_seed")[0].split(" ")[0],
+                                                                                 "tab:grey")
             ax.errorbar(i, c, yerr=[[c - lo], [hi - c]], fmt="s" if "pooled" in n else "o", color=colour, capsize=4)
         ax.set_xticks(range(len(rows)), [n for n, _ in rows], rotation=25, ha="right", fontsize=8)
         label = f"held-out ({HELDOUT_STATES} per task)" if split == "heldout" else "train (50 per task)"

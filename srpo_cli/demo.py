@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_TASKS = ["reach_red_cube", "press_button", "open_drawer", "place_red_cube_in_tray"]
+DEMO_TASKS = ["reach_red_cube", "reach_green_cylinder", "press_button", "open_drawer"]
 
 
 @dataclass(frozen=True)
@@ -32,29 +32,41 @@ class DemoSettings:
     """The size of every stage."""
 
     tasks: tuple[str, ...] = tuple(DEMO_TASKS)
+    """The SFT's tasks (empty: every task of the suite)."""
     per_task: int = 10
+    """Perturbed expert demonstrations generated per task."""
+    sft_demos_per_task: int | None = 3
+    """Of those, how many the SFT (and the regression anchor) learns from: few, so the start is weak (None: all)."""
     sft_steps: int = 1200
-    rl_steps: int = 6
-    prompts_per_step: int = 8
-    group_size: int = 8
+    rl_tasks: tuple[str, ...] = ("press_button",)
+    """The tasks SRPO practises, is evaluated on and records in the loop (empty: the SFT's tasks)."""
+    rl_steps: int = 8
+    prompts_per_step: int = 4
+    group_size: int = 16
+    train_states: int = 10
+    """Train states per task the RL prompts are drawn from (0: the config's)."""
+    regression_steps: int = 40
+    """Gradient steps of the reward-weighted regression per RL step (0: the config's)."""
     world_model_steps: int = 600
-    eval_per_task: int = 25
+    eval_per_task: int = 200
     loop_episodes: int = 16
     loop_max_steps: int = 0
     loop_eval_per_task: int = 0
-    rl_config: str = "srpo.yaml"
+    rl_config: str = "srpo_concentrated.yaml"
     demos_for_every_task: bool = True
     """Demonstrations (and the contact sheet) for every task of the suite, not only the trained ones."""
 
 
 PRESETS = {
     "default": DemoSettings(),
-    "smoke": DemoSettings(tasks=("reach_red_cube", "press_button"), per_task=2, sft_steps=40, rl_steps=1,
-                          prompts_per_step=2, group_size=2, world_model_steps=20, eval_per_task=1, loop_episodes=2,
+    "smoke": DemoSettings(tasks=("reach_red_cube", "press_button"), per_task=2, sft_demos_per_task=None,
+                          sft_steps=40, rl_tasks=(), rl_steps=1, prompts_per_step=2, group_size=2, train_states=0,
+                          regression_steps=5, world_model_steps=20, eval_per_task=1, loop_episodes=2,
                           loop_max_steps=20, demos_for_every_task=False),
-    "full": DemoSettings(tasks=(), per_task=10, sft_steps=4000, rl_steps=6, prompts_per_step=8, group_size=8,
-                         world_model_steps=1500, eval_per_task=50, loop_episodes=40, loop_eval_per_task=20,
-                         rl_config="srpo_rwr.yaml"),
+    "full": DemoSettings(tasks=("reach_red_cube", "reach_green_cylinder", "press_button", "open_drawer"), per_task=10,
+                         sft_demos_per_task=3, sft_steps=1200, rl_tasks=(), rl_steps=8, prompts_per_step=16,
+                         group_size=16, train_states=10, regression_steps=0, world_model_steps=1500,
+                         eval_per_task=200, loop_episodes=40, loop_eval_per_task=20),
 }
 
 
@@ -86,6 +98,8 @@ def run(out: str, settings: DemoSettings | None = None, workers: int = 2) -> int
     from srpo.sim.tabletop.tasks import TASKS
 
     tasks = list(st.tasks or TASKS)
+    rl_tasks = list(st.rl_tasks or tasks)
+    sft_demos = st.sft_demos_per_task or st.per_task
     console = Console()
     root = Path(out)
     console.rule("[bold]1/5 scripted-expert demonstrations")
@@ -93,33 +107,31 @@ def run(out: str, settings: DemoSettings | None = None, workers: int = 2) -> int
     if problems:
         return 1
 
-    console.rule(f"[bold]2/5 few-demo SFT ({st.per_task} demos per task, {len(tasks)} tasks, {st.sft_steps} steps)")
+    console.rule(f"[bold]2/5 few-demo SFT ({sft_demos} demos per task, {len(tasks)} tasks, {st.sft_steps} steps)")
     from srpo_trainer.sft import SFTConfig, train_sft
 
-    sft = train_sft(SFTConfig(data=str(store.root), out=str(root / "sft"), tasks=tasks, demos_per_task=st.per_task,
+    sft = train_sft(SFTConfig(data=str(store.root), out=str(root / "sft"), tasks=tasks, demos_per_task=sft_demos,
                               steps=st.sft_steps, batch_size=32, checkpoint_every=min(250, st.sft_steps)))
 
-    console.rule(f"[bold]3/5 SRPO in simulation: world model + {st.rl_steps} RL steps, held-out eval before and after")
+    console.rule(f"[bold]3/5 SRPO in simulation on {', '.join(rl_tasks)}: world model + {st.rl_steps} RL steps, "
+                 f"{st.eval_per_task} held-out states per task before and after")
     from srpo.config import load_config
     from srpo_trainer.rl.config import RLConfig
     from srpo_trainer.rl.trainer import describe_change, train_rl
 
-    configs = Path(__file__).resolve().parent.parent / "configs"
-    config = configs / st.rl_config
-    extra = ([f"update.regression.demos={store.root}", f"update.regression.demos_per_task={st.per_task}"]
-             if st.rl_config == "srpo_rwr.yaml" else [])
-    cfg = load_config(RLConfig, config if config.is_file() else None, [
+    config = _rl_config(st)
+    overrides = [
         f"init={sft}", f"out={root / 'srpo'}", f"steps={st.rl_steps}", f"eval_every={st.rl_steps}",
-        f"eval_episodes_per_task={st.eval_per_task}", f"rollout.tasks={tasks}",
+        f"eval_episodes_per_task={st.eval_per_task}", f"rollout.tasks={rl_tasks}",
         f"rollout.prompts_per_step={st.prompts_per_step}", f"rollout.group_size={st.group_size}",
         f"rollout.workers={max(workers, 4)}", f"reward.world_model.data={store.root}",
-        f"reward.world_model.steps={st.world_model_steps}", "checkpoint_every=1", *extra])
-    run = train_rl(cfg)
+        f"reward.world_model.steps={st.world_model_steps}", "checkpoint_every=1", *_rl_extra(st, config, store.root)]
+    run = train_rl(load_config(RLConfig, config if config.is_file() else None, overrides))
 
     import json
 
     summary = json.loads((run / "summary.json").read_text())
-    loop_state = _closed_loop(root, run / "final", store.root, tasks, st, workers, console)
+    loop_state = _closed_loop(root, run / "final", store.root, rl_tasks, st, workers, console)
 
     console.rule("[bold]5/5 before / after")
     _before_after(summary, root / "before_after.png")
@@ -137,6 +149,27 @@ def run(out: str, settings: DemoSettings | None = None, workers: int = 2) -> int
     return 0
 
 
+def _rl_config(st: DemoSettings) -> Path:
+    return Path(__file__).resolve().parent.parent / "configs" / st.rl_config
+
+
+def _rl_extra(st: DemoSettings, config: Path, demos: Path, prefix: str = "") -> list[str]:
+    """The demo's own RL settings on top of ``config``: the regression anchor (the SFT's demos) when the update is
+    reward-weighted regression, the train states and the regression steps where the preset sets them."""
+    from srpo.config import load_config
+    from srpo_trainer.rl.config import RLConfig
+
+    extra = []
+    if load_config(RLConfig, config if config.is_file() else None, []).update.loss == "rwr":
+        extra += [f"update.regression.demos={demos}",
+                  f"update.regression.demos_per_task={st.sft_demos_per_task or st.per_task}"]
+    if st.train_states:
+        extra.append(f"rollout.train_states={st.train_states}")
+    if st.regression_steps:
+        extra.append(f"update.regression.steps={st.regression_steps}")
+    return [prefix + e for e in extra]
+
+
 def _closed_loop(root: Path, policy: Path, demos: Path, tasks: list[str], st: DemoSettings, workers: int, console):
     """Stage 4: one round of ``srpo loop`` through the ROS 2 nodes (skipped, saying why, without rclpy)."""
     console.rule("[bold]4/5 closed loop through ROS 2: export, bring-up, a recorded round, offline SRPO, push")
@@ -150,16 +183,14 @@ def _closed_loop(root: Path, policy: Path, demos: Path, tasks: list[str], st: De
     from srpo_cli.loop import loop_config, run_loop
 
     os.environ.setdefault("ROS_DOMAIN_ID", "42")  # the demo's nodes stay off the default domain
-    configs = Path(__file__).resolve().parent.parent / "configs"
-    extra = ([f"train.update.regression.demos={demos}", f"train.update.regression.demos_per_task={st.per_task}"]
-             if st.rl_config == "srpo_rwr.yaml" else [])
+    extra = [e for e in _rl_extra(st, _rl_config(st), demos, "train.") if "train_states" not in e]
     world_model = root / "srpo" / "world_model" / "final"  # fitted in stage 3: the loop's update reuses it
     if (world_model / "config.json").is_file():
         extra.append(f"train.reward.encoder_path={world_model}")
     cfg = loop_config([f"init={policy}", f"out={root / 'loop'}", "rounds=1", f"episodes_per_round={st.loop_episodes}",
                        f"tasks={tasks}", f"max_steps={st.loop_max_steps}", f"workers={workers}",
                        f"eval_episodes_per_task={st.loop_eval_per_task}",
-                       f"train_config={configs / st.rl_config}", f"train.reward.world_model.data={demos}",
+                       f"train_config={_rl_config(st)}", f"train.reward.world_model.data={demos}",
                        f"train.reward.world_model.steps={st.world_model_steps}", "train.steps=1", *extra])
     import json
 
@@ -178,10 +209,11 @@ def _before_after(summary: dict, path: Path) -> None:
 
     tasks = list(summary["per_task_before"])
     n = summary.get("eval_episodes", 0) // max(len(tasks), 1)
-    labels = tasks + ["all tasks"]
-    before = [summary["per_task_before"][t] for t in tasks] + [summary["eval_before"]]
-    after = [summary["per_task_after"][t] for t in tasks] + [summary["eval_after"]]
-    counts = [n] * len(tasks) + [summary.get("eval_episodes", 0)]
+    overall = len(tasks) > 1  # one task: its bar is the overall figure
+    labels = tasks + ["all tasks"] * overall
+    before = [summary["per_task_before"][t] for t in tasks] + [summary["eval_before"]] * overall
+    after = [summary["per_task_after"][t] for t in tasks] + [summary["eval_after"]] * overall
+    counts = [n] * len(tasks) + [summary.get("eval_episodes", 0)] * overall
 
     def bars(rates):
         cis = [wilson_interval(round(r * c), c) if c else (r, r) for r, c in zip(rates, counts)]
