@@ -156,9 +156,10 @@ def _rl_config(st: DemoSettings) -> Path:
     return Path(__file__).resolve().parent.parent / "configs" / st.rl_config
 
 
-def _rl_extra(st: DemoSettings, config: Path, demos: Path, prefix: str = "") -> list[str]:
+def _rl_extra(st: DemoSettings, config: Path, demos: Path, prefix: str = "", states: bool = True) -> list[str]:
     """The demo's own RL settings on top of ``config``: the regression anchor (the SFT's demos) when the update is
-    reward-weighted regression, the train states and the regression steps where the preset sets them."""
+    reward-weighted regression, the regression steps and (``states``: the loop draws its own) the train states where
+    the preset sets them."""
     from srpo.config import load_config
     from srpo_trainer.rl.config import RLConfig
 
@@ -166,7 +167,7 @@ def _rl_extra(st: DemoSettings, config: Path, demos: Path, prefix: str = "") -> 
     if load_config(RLConfig, config if config.is_file() else None, []).update.loss == "rwr":
         extra += [f"update.regression.demos={demos}",
                   f"update.regression.demos_per_task={st.sft_demos_per_task or st.per_task}"]
-    if st.train_states:
+    if st.train_states and states:
         extra.append(f"rollout.train_states={st.train_states}")
     if st.regression_steps:
         extra.append(f"update.regression.steps={st.regression_steps}")
@@ -186,7 +187,7 @@ def _closed_loop(root: Path, policy: Path, demos: Path, tasks: list[str], st: De
     from srpo_cli.loop import loop_config, run_loop
 
     os.environ.setdefault("ROS_DOMAIN_ID", "42")  # the demo's nodes stay off the default domain
-    extra = [e for e in _rl_extra(st, _rl_config(st), demos, "train.") if "train_states" not in e]
+    extra = _rl_extra(st, _rl_config(st), demos, "train.", states=False)
     world_model = root / "srpo" / "world_model" / "final"  # fitted in stage 3: the loop's update reuses it
     if (world_model / "config.json").is_file():
         extra.append(f"train.reward.encoder_path={world_model}")

@@ -106,7 +106,10 @@ def test_a_stopped_loop_stops_its_nodes_and_keeps_no_half_round(ros, checkpoint,
                              str(checkpoint), "--out", str(out), "--episodes-per-round", "200",
                              "tasks=[reach_red_cube]", "max_steps=25"],
                             env=ros_env(domain), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=tmp_path)
+                            start_new_session=True, cwd=tmp_path,
+                            # as in a terminal's foreground job: a runner started in the background (``cmd &``
+                            # from a non-interactive shell) has SIGINT ignored, and children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not list((out / "episodes" / "incoming").rglob("*.mcap")) and time.monotonic() < deadline:
@@ -119,6 +122,12 @@ def test_a_stopped_loop_stops_its_nodes_and_keeps_no_half_round(ros, checkpoint,
     finally:
         if loop.poll() is None:
             os.killpg(loop.pid, signal.SIGKILL)
+            loop.wait(timeout=10)
+        for pid in _processes_mentioning(str(out / "bringup.yaml")):  # never leave nodes loading the other tests
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     assert loop.returncode == 130, (loop.returncode, stdout[-2000:], stderr[-3000:])
     assert "interrupted" in stderr and "resumes" in stderr, stderr[-2000:]
     assert not _processes_mentioning(str(out / "bringup.yaml"))  # the bring-up and its nodes stopped with the loop
