@@ -268,6 +268,36 @@ def speed_limit(part: np.ndarray, units_per_action: float, control_hz: float,
     return part * (max_speed / speed), True
 
 
+def _scaled_copy(commanded: np.ndarray, sent: np.ndarray, atol: float) -> bool:
+    """``sent == s * commanded`` for one factor ``s`` in (0, 1] (a speed limit keeps the direction)."""
+    if np.allclose(sent, commanded, atol=atol, rtol=0):
+        return True
+    norm = float(commanded @ commanded)
+    if norm <= atol * atol:
+        return False  # a zero command cannot be scaled into a different action
+    s = float(sent @ commanded) / norm
+    return 0.0 < s <= 1.0 + atol and np.allclose(sent, s * commanded, atol=atol, rtol=0)
+
+
+def filter_explains(commanded: np.ndarray, sent: np.ndarray, low: np.ndarray | float = -1.0,
+                    high: np.ndarray | float = 1.0, atol: float = 1e-5) -> bool:
+    """Whether ``sent`` is an action :class:`SafetyFilter` could have made of ``commanded`` *without* a hold.
+
+    The filter clamps to the bounds, zeroes translation components that would leave the workspace, and scales the
+    translation and the rotation each by one factor in (0, 1] (speed limits); the gripper passes as clamped. A hold
+    (zero motion) of a command that had rotation is not explained: that decision did not run. Used offline to
+    attribute a recorded (executed) action to the decision that commanded it, so that learning sees what the policy
+    decided while the filter stays part of the environment."""
+    commanded = np.clip(np.asarray(commanded, np.float64), low, high)
+    sent = np.asarray(sent, np.float64)
+    if commanded.shape != sent.shape or commanded.shape[-1] <= GRIPPER:
+        return False
+    if abs(sent[GRIPPER] - commanded[GRIPPER]) > atol or not _scaled_copy(commanded[ROTATION], sent[ROTATION], atol):
+        return False
+    moved = np.abs(sent[TRANSLATION]) > atol  # the axes the workspace box left alone (zeroed ones are explained)
+    return bool(_scaled_copy(commanded[TRANSLATION][moved], sent[TRANSLATION][moved], atol)) if moved.any() else True
+
+
 class SafetyFilter:
     """Turns a commanded action into the action to send (or a hold); see the module docstring for the checks.
 

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
 from srpo.episodes.schema import Episode
+from srpo.robot.safety import filter_explains
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -94,25 +96,59 @@ def offline_groups(episodes: list[Episode], rounds: list[int] | None = None) -> 
     return np.asarray(ids, dtype=np.int64)
 
 
-def served_rows(chunk_steps: np.ndarray, chunks: np.ndarray, actions: np.ndarray, low: float = -1.0,
-                high: float = 1.0, atol: float = 1e-6) -> np.ndarray:
+def served_rows(chunk_steps: np.ndarray, chunks: np.ndarray, actions: np.ndarray, low: float | np.ndarray = -1.0,
+                high: float | np.ndarray = 1.0, atol: float = 1e-6,
+                explains: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> np.ndarray:
     """(M, K) bool: which rows of each decision's chunk the arm actually executed.
 
     Row k of the chunk decided from the observation of step s is the action for step s + k. The simulator's rollouts
     run rows 0..n-1; a robot's asynchronous chunker drops the rows whose steps passed during inference (row 0, often
     more) and hands over to the next chunk whenever it arrives. So each executed action is attributed to the latest
-    decision whose row for that step equals it (after clipping to the action bounds); an action no row explains (a
-    hold, or one the safety filter changed) is attributed to none and scored by none."""
+    decision whose row for that step equals it (after clipping to the action bounds); failing that, with
+    ``explains(row, action)`` (``srpo.robot.safety.filter_explains``), to the latest decision whose row the safety
+    filter could have turned into it (a workspace face zeroed an axis, a speed limit scaled the motion: the decision
+    still ran, the filter is part of the environment). An action no row explains (a hold) is attributed to none and
+    scored by none."""
     chunk_steps = np.asarray(chunk_steps)
     M, K = chunks.shape[:2]
     mask = np.zeros((M, K), dtype=bool)
     clipped = np.clip(chunks, low, high)
     for t, action in enumerate(np.asarray(actions)):
-        for j in np.flatnonzero((chunk_steps <= t) & (t - chunk_steps < K))[::-1]:  # latest decision first
-            if np.allclose(clipped[j, t - chunk_steps[j]], action, atol=atol, rtol=0):
-                mask[j, t - chunk_steps[j]] = True
-                break
+        candidates = np.flatnonzero((chunk_steps <= t) & (t - chunk_steps < K))[::-1]  # latest decision first
+        match = next((j for j in candidates if np.allclose(clipped[j, t - chunk_steps[j]], action, atol=atol, rtol=0)),
+                     None)
+        if match is None and explains is not None:
+            match = next((j for j in candidates if explains(clipped[j, t - chunk_steps[j]], action)), None)
+        if match is not None:
+            mask[match, t - chunk_steps[match]] = True
     return mask
+
+
+def decided_view(episode: Episode, low: float | np.ndarray = -1.0, high: float | np.ndarray = 1.0) -> Episode:
+    """The episode as its policy decided it, for regression on recorded trajectories: frames only at the decision
+    steps (the image each decision saw, plus the first and last step), and each step's action the (clipped) row of
+    the decision that served it, before the safety filter changed it (``served_rows`` with ``filter_explains``).
+
+    Why: reward-weighted regression fits pi(chunk | observation) to the chunks the policy *sampled* from that
+    observation and that led somewhere good. The recorder keeps what the arm executed at every step; regressing on
+    that teaches the filter's edits (a zeroed axis at the workspace floor becomes 'do not descend', which spreads to
+    the states above it: measured on the closed loop's recordings, 55-60% of the reach tasks' steps) and samples
+    mid-chunk observations whose targets no single decision produced. Simulator rollouts (frames at decisions,
+    actions the clipped rows) come out unchanged. Steps no decision explains (holds) keep their recorded action."""
+    if episode.chunk_steps is None or episode.chunks is None or len(episode.chunk_steps) == 0:
+        raise ValueError(f"episode {episode.meta.episode_id} has no recorded decisions to view")
+    T = episode.length
+    steps = np.asarray(episode.chunk_steps, np.int64)
+    mask = served_rows(steps, episode.chunks, episode.actions, low, high,
+                       explains=lambda row, act: filter_explains(row, act, low, high))
+    actions = np.array(episode.actions, np.float32, copy=True)
+    clipped = np.clip(episode.chunks, low, high).astype(np.float32)
+    for j, k in zip(*np.nonzero(mask)):
+        actions[steps[j] + k] = clipped[j, k]
+    frame_steps = np.unique(np.concatenate([[0], steps[steps < T], [T]])).astype(np.int64)
+    frames = [episode.held_frame_index(int(s)) for s in frame_steps]
+    return replace(episode, actions=actions, frame_steps=frame_steps,
+                   images={c: v[frames] for c, v in episode.images.items()})
 
 
 def behaviour_log_probs(x: np.ndarray, mean: np.ndarray, log_std: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -134,5 +170,5 @@ def truncated_importance_weights(logp_proximal: np.ndarray, logp_behaviour: np.n
     return np.where(log_w >= math.log(cap), cap, np.exp(np.minimum(log_w, math.log(cap))))  # no overflow
 
 
-__all__ = ["OfflineSelection", "accepted_lineage", "behaviour_log_probs", "offline_groups", "select_offline",
-           "served_rows", "truncated_importance_weights"]
+__all__ = ["OfflineSelection", "accepted_lineage", "behaviour_log_probs", "decided_view", "offline_groups",
+           "select_offline", "served_rows", "truncated_importance_weights"]

@@ -16,8 +16,9 @@ A robot cannot roll out a fresh group on demand, so the groups come from what wa
 4. **advantage and update**: as online, with the off-policy correction of ``trainer._prepare``: PPO-clip against
    the proximal policy (the parameters before the update), each decision weighed by its truncated importance
    weight against the recorded behaviour policy, over the rows the arm actually executed (``update.loss=ppo_clip``);
-   or reward-weighted regression on the recorded trajectories (``update.loss=rwr``: the regression target is what
-   the arm did, which needs no ratio; the version filter still applies). ``steps`` such updates are run on the
+   or reward-weighted regression on the recorded trajectories (``update.loss=rwr``: each decision's observation ->
+   the chunk rows it sampled and the arm ran, before the safety filter's edits: ``offline.decided_view``; no ratio,
+   the version filter still applies). ``steps`` such updates are run on the
    same data.
 
 The run folder holds ``config.yaml``, ``selection.json``, ``metrics.jsonl``, ``world_model/`` when one was fitted,
@@ -37,7 +38,8 @@ import torch
 from srpo.episodes.schema import Episode
 from srpo.episodes.store import EpisodeStore
 from srpo_trainer.rl.config import RLConfig
-from srpo_trainer.rl.offline import OfflineSelection, accepted_lineage, offline_groups, select_offline
+from srpo_trainer.rl.offline import (OfflineSelection, accepted_lineage, decided_view, offline_groups,
+                                     select_offline)
 from srpo_trainer.rl.trainer import (METRICS_FILE, RegressionBuffer, RunConfigError, advantages_of,
                                      evaluate_heldout, fit_world_model, keep_mask, load_reward_encoder, log_metrics,
                                      plot_run, ppo_update, print_summary, regression_update, regression_weights,
@@ -195,7 +197,9 @@ def train_offline(cfg: RLConfig, progress: bool = True) -> Path:
             r = cfg.update.regression
             demos = select_episodes(EpisodeStore(r.demos), cfg.rollout.tasks, r.demos_per_task) if r.demos else []
             buffer = RegressionBuffer(cfg, demos)
-            buffer.add(1, kept, regression_weights(cfg, rewards, advantages), None)
+            low, high = policy.spec.action.low, policy.spec.action.high
+            buffer.add(1, [decided_view(e, low, high) for e in kept], regression_weights(cfg, rewards, advantages),
+                       None)
         base = {"rollout/trajectories": len(kept), "rollout/success": float(success.mean()),
                 "offline/episodes_excluded": len(selection.excluded), "offline/rounds": len(rounds),
                 "filter/kept_prompts": len(set(groups[keep].tolist())), "filter/prompts": len(set(groups.tolist())),

@@ -250,10 +250,12 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: li
     Online (``is_cap`` None) the acting policy *is* the current one: each chunk is scored over the steps that ran and
     the diagnostic is how far the recomputed chunk log-probs drift from those recorded at rollout time (~0).
     Offline (``is_cap``: the truncation c of the importance weights) the episodes were recorded by an earlier
-    version: each chunk is scored over the rows the arm actually executed (``offline.served_rows``) and each
+    version: each chunk is scored over the rows the arm actually executed, the safety filter's edits included
+    (``offline.served_rows``) and each
     decision's loss weight is multiplied by w = min(pi_prox / pi_b, c) (``offline.truncated_importance_weights``),
     pi_b recomputed from the distribution recorded with it. The weights are then normalised to sum to 1 over the
     batch (self-normalised importance sampling), so the step size does not depend on how off-policy the batch is."""
+    from srpo.robot.safety import filter_explains
     from srpo_trainer.rl.offline import behaviour_log_probs, served_rows, truncated_importance_weights
 
     u, T = cfg.update, cfg.rollout.temperature
@@ -262,7 +264,9 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: li
         steps = executed_steps(episodes, items, cfg.rollout.execute_steps)
     else:
         action = explore.spec.action
-        rows = [served_rows(ep.chunk_steps, ep.chunks, ep.actions, action.low, action.high) for ep in episodes]
+        rows = [served_rows(ep.chunk_steps, ep.chunks, ep.actions, action.low, action.high,
+                            explains=lambda row, act: filter_explains(row, act, action.low, action.high))
+                for ep in episodes]
         steps = torch.from_numpy(np.stack([rows[e][j] for e, j in items])).to(torch.float32)
     means, log_stds, logps, masks, full, behaviour = [], [], [], [], [], []
     with torch.no_grad():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from srpo.config import ConfigError, load_config
-from srpo.robot.safety import EStop, SafetyConfig, SafetyFilter, Watchdog, hold_action
+from srpo.robot.safety import EStop, SafetyConfig, SafetyFilter, Watchdog, filter_explains, hold_action
 from srpo.spec import TABLETOP_SPEC
 
 CENTRE = np.array([0.0, 0.0, 0.15])  # well inside the default (sim) workspace
@@ -165,6 +165,30 @@ def test_the_default_limits_pass_every_in_range_sim_action():
     # the defaults are the sim's envelope: a trained policy must move as it did in simulation
     d = fresh().filter(act(1, -1, 1, -1, 1, -1, 1), CENTRE, NOW)
     assert d.reasons == [] and not d.hold
+
+
+def test_filter_explains_exactly_what_the_filter_makes_of_a_command():
+    """Offline learning attributes an executed action to the decision that commanded it: every non-hold output of
+    the real filter (clamps, workspace faces, both speed limits, at random positions) is explained by its command;
+    a hold, another decision's action and a changed gripper are not."""
+    rng = np.random.default_rng(0)
+    f = fresh(SafetyConfig(max_linear_speed=0.3, max_angular_speed=2.0))
+    edited = 0
+    for _ in range(400):
+        command = rng.uniform(-1.3, 1.3, 7).astype(np.float32)
+        ee = rng.uniform(WMIN - 0.01, WMAX + 0.01)
+        d = f.filter(command, ee, NOW)
+        assert not d.hold
+        edited += d.modified
+        assert filter_explains(command, d.action)
+        other = rng.uniform(-1, 1, 7).astype(np.float32)
+        assert not filter_explains(other, d.action)
+    assert edited > 300  # the tight limits edit most commands: the explained cases are not all pass-throughs
+    command = act(0.2, -0.1, -0.9, 0.1, 0.05, -0.2, 1.0)
+    assert not filter_explains(command, hold_action(1.0))  # a hold ran no decision
+    assert not filter_explains(command, act(0.2, -0.1, 0.0, 0.1, 0.05, -0.2, -1.0))  # the filter keeps the gripper
+    assert not filter_explains(command, act(0.4, -0.2, 0.0, 0.1, 0.05, -0.2, 1.0))  # it never speeds up
+    assert filter_explains(command, act(0.2, -0.1, 0.0, 0.1, 0.05, -0.2, 1.0))  # the z- face zeroed the descent
 
 
 # ------------------------------------------------------------------------------------------------- e-stop, watchdogs

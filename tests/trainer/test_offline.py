@@ -15,6 +15,7 @@ import torch
 from srpo_trainer.rl.offline import (
     accepted_lineage,
     behaviour_log_probs,
+    decided_view,
     offline_groups,
     served_rows,
     select_offline,
@@ -112,6 +113,45 @@ def test_served_rows_follow_the_asynchronous_chunker():
     # the sync rollouts' layout: rows 0..n-1 of each chunk
     sync = served_rows(np.array([0, 2]), chunks[:2], np.concatenate([np.clip(chunks[0, :2], -1, 1), chunks[1, :2]]))
     assert sync.astype(int).tolist() == [[1, 1, 0, 0], [1, 1, 0, 0]]
+
+
+def test_the_decided_view_regresses_on_decisions_not_on_the_filters_edits(expert_ep):
+    """A recorded episode (every frame, the executed actions): the view keeps the frames each decision saw and puts
+    back the row the policy decided where the safety filter zeroed an axis or scaled the motion; a hold keeps its
+    recorded action; a simulator rollout (frames at decisions, actions the clipped rows) comes out unchanged."""
+    from srpo.robot.safety import filter_explains, hold_action
+
+    rng = np.random.default_rng(0)
+    ep = copy.deepcopy(expert_ep)
+    T, K = ep.length, 8
+    steps = np.arange(0, T, K)
+    ep.chunk_steps, ep.chunks = steps.astype(np.int64), rng.uniform(-1.2, 1.2, (len(steps), K, 7)).astype(np.float32)
+    ep.chunk_log_probs = np.zeros(len(steps), np.float32)
+    decided = np.clip(ep.chunks, -1, 1).reshape(-1, 7)[:T]
+    executed = decided.copy()
+    executed[3, 2] = 0.0                                    # the workspace's z- face zeroed a descent
+    executed[5, :3] *= 0.5                                  # the linear speed limit halved a step
+    executed[9] = hold_action(float(decided[8, 6]))        # a stale observation: hold
+    ep.actions = executed
+    assert served_rows(steps, ep.chunks, executed).sum() == T - 3  # exact matches only
+    mask = served_rows(steps, ep.chunks, executed, explains=filter_explains)
+    assert mask.sum() == T - 1 and not mask[1, 1] and mask[0, 3] and mask[0, 5]
+    view = decided_view(ep.validate())
+    view.validate()
+    expected = decided.copy()
+    expected[9] = executed[9]
+    np.testing.assert_array_equal(view.actions, expected)
+    assert view.frame_steps.tolist() == sorted({*steps.tolist(), T})
+    for cam in ep.images:
+        np.testing.assert_array_equal(view.images[cam], ep.images[cam][view.frame_steps])
+    again = decided_view(view)  # already decisions: nothing changes
+    np.testing.assert_array_equal(again.actions, view.actions)
+    assert again.frame_steps.tolist() == view.frame_steps.tolist()
+    for cam in ep.images:
+        np.testing.assert_array_equal(again.images[cam], view.images[cam])
+    ep.chunk_steps = None
+    with pytest.raises(ValueError, match="no recorded decisions"):
+        decided_view(ep)
 
 
 def test_a_row_mask_scores_exactly_the_rows_it_marks():
