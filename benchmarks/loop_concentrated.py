@@ -16,8 +16,10 @@ accepted: ``offline.max_version_lag=8``), an ONNX export checked against PyTorch
 policy node validates before it swaps it in.
 
 The final active version is evaluated with deterministic actions on the same 200 held-out states per task as the
-start (800 episodes, paired); seeds are pooled with a bootstrap over seeds, then states. Writes
-``loop_concentrated.json`` and ``loop_concentrated.png``.
+start (800 episodes, paired); seeds are pooled with a bootstrap over seeds, then states. The plot sets the change
+beside its references (grey): the same recipe online, and the first loop, which regressed on the executed,
+post-safety-filter actions (``loop_concentrated_executed_targets.json``). Writes ``loop_concentrated.json`` and
+``loop_concentrated.png``.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def main() -> None:
                    "ci95": list(wilson_interval(int(recorded[:, k].sum()), int(labelled[:, k].sum())))}
                   for k in range(recorded.shape[1])]}
     out = Path(args.out)
+    result["references"] = references(seeds)
     write_json(out / "loop_concentrated.json", result)
     plot(result, out / "loop_concentrated.png")
     for s in seeds:
@@ -108,9 +111,32 @@ def main() -> None:
           f"change {100 * mean:+.1f} ({100 * lo:+.1f}..{100 * hi:+.1f})")
 
 
+def references(seeds: list[int]) -> dict:
+    """What to read the loop's change against, from the results already in ``benchmarks/results``: the same recipe
+    online (rollout_concentration.py, its seeds pooled, and the run with each of these seeds) and this project's
+    first loop, which regressed on the executed (post-safety-filter) actions (loop_concentrated_executed_targets.json,
+    seed 0)."""
+    results, out = REPO / "benchmarks" / "results", {}
+    online = results / "rollout_concentration.json"
+    if online.is_file():
+        d = json.loads(online.read_text())
+        pooled = d["pooled"]["concentrated"]["heldout"]
+        out["online, same recipe (pooled)"] = {"change": pooled["change"], "change_ci95": pooled["change_ci95"],
+                                               "seeds": d["pooled"]["concentrated"]["seeds"]}
+        for s in seeds:
+            run = d["runs"].get(f"concentrated_seed{s}")
+            if run:
+                out[f"online, seed {s}"] = {k: run["heldout"][k] for k in ("change", "change_ci95")}
+    first = results / "loop_concentrated_executed_targets.json"
+    if first.is_file():
+        d = json.loads(first.read_text())
+        out["loop, executed-action targets (seed 0)"] = {"change": d["change"], "change_ci95": d["change_ci95"]}
+    return out
+
+
 def plot(result: dict, path: Path) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     rec = result["recorded_success_per_round"]
     x = np.array([r["round"] for r in rec])
     rate = np.array([r["successes"] / max(r["episodes"], 1) for r in rec])
@@ -123,11 +149,13 @@ def plot(result: dict, path: Path) -> None:
     rows = [(f"seed {s}", r["heldout"]) for s, r in result["runs"].items()]
     rows.append((f"pooled ({len(result['seeds'])} seeds)", {"change": result["change"],
                                                             "change_ci95": result["change_ci95"]}))
+    looped = len(rows)
+    rows += list(result.get("references", {}).items())
     for i, (name, r) in enumerate(rows):
         c, (lo, hi) = 100 * r["change"], (100 * v for v in r["change_ci95"])
-        ax.errorbar(i, c, yerr=[[c - lo], [hi - c]], fmt="s" if "pooled" in name else "o", color="tab:green",
-                    capsize=4)
-    ax.set_xticks(range(len(rows)), [n for n, _ in rows], fontsize=8)
+        ax.errorbar(i, c, yerr=[[c - lo], [hi - c]], fmt="s" if "pooled" in name else "o",
+                    color="tab:green" if i < looped else "grey", capsize=4)
+    ax.set_xticks(range(len(rows)), [n.replace(", ", ",\n") for n, _ in rows], fontsize=7, rotation=30, ha="right")
     ax.set_ylabel("change in held-out success (points)")
     ax.set_title(f"held-out change from {100 * result['start_success']:.1f}% ({result['heldout_episodes']} "
                  "paired episodes, 95% CI)", fontsize=8)
