@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--episodes-per-round", type=int, default=256)
+    ap.add_argument("--per-round-seeds", default="0",
+                    help="seeds whose every round's active version is also evaluated on the held-out states (about "
+                         "3 min per version on 2 cores; cached); empty: none")
     ap.add_argument("--work", default="outputs/loop_concentrated")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -83,6 +86,8 @@ def main() -> None:
                                                      "lost", "episodes_used", "mean_progress_reward",
                                                      "is_weight_mean", "time/record_s", "time/train_s", "push")}
                               for r in rounds]}
+    per_round_seeds = [int(x) for x in args.per_round_seeds.split(",") if x.strip() and int(x) in seeds]
+    per_round = {s: heldout_per_round(work, s, start, finals[s]) for s in per_round_seeds}
     keys = sorted(start)
     diff = np.array([[finals[s][k] - start[k] for k in keys] for s in seeds], dtype=float)
     mean, lo, hi = bootstrap_mean(diff, np.random.default_rng(0))
@@ -98,7 +103,8 @@ def main() -> None:
               "recorded_success_per_round": [
                   {"round": k + 1, "successes": int(recorded[:, k].sum()), "episodes": int(labelled[:, k].sum()),
                    "ci95": list(wilson_interval(int(recorded[:, k].sum()), int(labelled[:, k].sum())))}
-                  for k in range(recorded.shape[1])]}
+                  for k in range(recorded.shape[1])],
+              "heldout_per_round": per_round}
     out = Path(args.out)
     result["references"] = references(seeds)
     write_json(out / "loop_concentrated.json", result)
@@ -109,6 +115,26 @@ def main() -> None:
               f"{100 * h['change_ci95'][1]:+.1f}), {runs[s]['pushes_accepted']}/{len(runs[s]['rounds'])} pushes")
     print(f"pooled ({len(seeds)} seeds): {100 * result['start_success']:.1f}% -> {100 * result['after_success']:.1f}%, "
           f"change {100 * mean:+.1f} ({100 * lo:+.1f}..{100 * hi:+.1f})")
+
+
+def heldout_per_round(work: Path, seed: int, start: dict, final: dict) -> list[dict]:
+    """Held-out success of the active version after each round of one seed (round 0: the start), each paired with
+    the start on the same states: where the loop gained and where it lost, which the final version alone hides."""
+    from srpo.runtime.registry import PolicyRegistry
+
+    state = json.loads((work / f"seed_{seed}" / "loop.json").read_text())
+    registry = PolicyRegistry(work / f"seed_{seed}" / "registry")
+    rows = [{"round": 0, "version": state["rounds"][0]["acted"], **paired(start, start)}]
+    for k, r in enumerate(state["rounds"], start=1):
+        if k == len(state["rounds"]):
+            after = final
+        else:
+            entry = registry.get(r["active_after"])
+            after = outcomes(evaluate(entry.path / "checkpoint", "heldout",
+                                      work / f"eval_rounds_seed{seed}" / entry.path.name.split("@")[0],
+                                      episodes_per_task=HELDOUT_STATES))
+        rows.append({"round": k, "version": r["active_after"], **paired(start, after)})
+    return rows
 
 
 def references(seeds: list[int]) -> dict:
@@ -136,7 +162,8 @@ def references(seeds: list[int]) -> dict:
 
 def plot(result: dict, path: Path) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig, grid = plt.subplots(2, 2, figsize=(13, 9))
+    axes = [grid[0, 0], grid[1, 0], grid[1, 1]]
     rec = result["recorded_success_per_round"]
     x = np.array([r["round"] for r in rec])
     rate = np.array([r["successes"] / max(r["episodes"], 1) for r in rec])
@@ -162,6 +189,20 @@ def plot(result: dict, path: Path) -> None:
     per_task_bars(axes[2], result["tasks"], {t: v["start"] for t, v in result["per_task"].items()},
                   {t: v["after"] for t, v in result["per_task"].items()}, "after the loop",
                   f"per task ({HELDOUT_STATES} held-out states each)")
+    ax = grid[0, 1]
+    for seed, rows in result.get("heldout_per_round", {}).items():
+        k = np.array([r["round"] for r in rows])
+        after = np.array([100 * r["after"] for r in rows])
+        lo = np.array([100 * (r["before"] + r["change_ci95"][0]) for r in rows])
+        hi = np.array([100 * (r["before"] + r["change_ci95"][1]) for r in rows])
+        line = ax.plot(k, after, "o-", label=f"seed {seed}")[0]
+        ax.fill_between(k, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.axhline(100 * result["start_success"], color="grey", lw=0.8, ls="--", label="start")
+    ax.set(xlabel="round (0: the start)", ylabel="held-out success (%)")
+    ax.set_title(f"active version after each round on the {result['heldout_episodes']} held-out states "
+                 "(band: start + paired 95% CI of the change)", fontsize=8)
+    if result.get("heldout_per_round"):
+        ax.legend(fontsize=8)
     fig.suptitle("srpo loop, concentrated recipe: 8 rounds x 256 episodes through the ROS 2 nodes, offline SRPO + "
                  "regression each round", fontsize=10)
     fig.tight_layout()

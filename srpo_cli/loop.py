@@ -12,13 +12,14 @@
    which versions' episodes are recent enough;
 4. **export** the result to ONNX (checked against PyTorch on recorded observations) and **publish** it in the
    registry (weights, ONNX, manifest with checksums, parent and metrics);
-5. optional **gate**: evaluate the candidate and the active version on held-out simulator states; a candidate worse
-   by more than ``gate_margin`` is not pushed;
+5. optional **gate**: evaluate the candidate and the active version in the simulator (``eval_states``: held-out
+   states, or validation states: train states the loop never rolls out); a candidate worse by more than
+   ``gate_margin`` is not pushed;
 6. **push** the version to the running policy node, which validates it and swaps it in at a chunk boundary, or keeps
    the current one and says why.
 
 Each round prints a row (version that acted, recorded success with its interval, mean progress reward of the
-failures, push result, held-out success) and the loop writes ``loop.json`` and ``loop.png`` (success per round).
+failures, push result, evaluated success) and the loop writes ``loop.json`` and ``loop.png`` (success per round).
 A round whose files are complete is not redone: re-running the command resumes at the first unfinished round.
 """
 
@@ -80,9 +81,13 @@ class LoopConfig:
     """sim: how often an episode is asked for again when it did not start, did not end in time, or ended without
     the recorder writing its file (each is counted in the round's row: ``timeouts``, ``lost``)."""
     eval_episodes_per_task: int = 0
-    """Held-out simulator states per task on which each new version (and the first) is evaluated; 0: none."""
+    """Simulator states per task on which each new version (and the first) is evaluated; 0: none."""
+    eval_states: str = "heldout"
+    """Which states those are: ``heldout`` (held-out states 0..N-1) or ``validation`` (TRAIN states the loop never
+    rolls out: ``train_states``..``train_states``+N-1). A gate that picks versions on the held-out states makes
+    their held-out success a biased estimate; on validation states the held-out states stay an untouched test."""
     gate_margin: float | None = None
-    """Push a candidate only if its held-out success is at least the active version's minus this (needs
+    """Push a candidate only if its evaluated success is at least the active version's minus this (needs
     ``eval_episodes_per_task`` > 0); None: always push (the node still validates)."""
     workers: int = 2
     """Simulator processes of the held-out evaluations."""
@@ -110,7 +115,14 @@ class LoopConfig:
         if not self.temperature > 0 or not self.exploration_std > 0:
             raise ValueError("temperature and exploration_std must be > 0: offline RL needs sampled decisions")
         if self.gate_margin is not None and not self.eval_episodes_per_task:
-            raise ValueError("gate_margin needs eval_episodes_per_task > 0 (the gate compares held-out success)")
+            raise ValueError("gate_margin needs eval_episodes_per_task > 0 (the gate compares evaluated success)")
+        if self.eval_states not in ("heldout", "validation"):
+            raise ValueError(f"eval_states must be heldout or validation, got {self.eval_states!r}")
+        if (self.eval_states == "validation"
+                and self.train_states + self.eval_episodes_per_task > SPLIT_SIZES["train"]):
+            raise ValueError(f"validation states {self.train_states}..{self.train_states + self.eval_episodes_per_task - 1}"
+                             f" do not fit in the {SPLIT_SIZES['train']} train states: lower eval_episodes_per_task or "
+                             "train_states")
         if self.ros_config and not Path(self.ros_config).is_file():
             raise ValueError(f"ros_config {self.ros_config} is not a file")
         if self.tensorrt not in ("auto", "on", "off"):
@@ -301,20 +313,29 @@ def _collect_round(incoming: Path, target: Path) -> int:
     return moved
 
 
+def eval_config(cfg: LoopConfig, seed: int):
+    """The loop's evaluation: ``eval_episodes_per_task`` states per task, held-out ones or the validation states
+    right after the ``train_states`` the loop rolls out (never the states it learns on)."""
+    from srpo_trainer.evaluate import EvalConfig
+
+    split, first = ("heldout", 0) if cfg.eval_states == "heldout" else ("train", cfg.train_states)
+    return EvalConfig(tasks=cfg.tasks, episodes_per_task=cfg.eval_episodes_per_task, split=split, first_state=first,
+                      workers=cfg.workers, seed=seed, gifs=0)
+
+
 def _evaluate(checkpoint: Path, cfg: LoopConfig, cache: dict, version: str) -> dict | None:
     if not cfg.eval_episodes_per_task:
         return None
-    if version not in cache:
-        from srpo_trainer.evaluate import EvalConfig, evaluate
+    key = version if cfg.eval_states == "heldout" else f"{cfg.eval_states}:{version}"  # a resume may change states
+    if key not in cache:
+        from srpo_trainer.evaluate import evaluate
         from srpo_trainer.policies import load_policy
         from srpo_trainer.rl.trainer import EVAL_SEED
 
-        summary = evaluate(load_policy(checkpoint), EvalConfig(
-            tasks=cfg.tasks, episodes_per_task=cfg.eval_episodes_per_task, split="heldout", workers=cfg.workers,
-            seed=EVAL_SEED, gifs=0), progress=False)
-        cache[version] = {"success": summary["success_rate"], "ci95": list(summary["ci95"]),
-                          "episodes": [int(e["success"]) for e in summary["episodes_detail"]]}
-    return cache[version]
+        summary = evaluate(load_policy(checkpoint), eval_config(cfg, seed=EVAL_SEED), progress=False)
+        cache[key] = {"success": summary["success_rate"], "ci95": list(summary["ci95"]),
+                      "episodes": [int(e["success"]) for e in summary["episodes_detail"]]}
+    return cache[key]
 
 
 def _stop_on_sigterm():
@@ -483,9 +504,10 @@ def _run_round(cfg, r, active, link, bringup, registry, root, incoming, state, c
     before = _evaluate(entry.path / "checkpoint", cfg, evals, active)
     after = _evaluate(run / "final", cfg, evals, candidate)
     if before is not None:
-        row["heldout_active"], row["heldout_candidate"] = before["success"], after["success"]
+        row["eval_states"] = cfg.eval_states
+        row["eval_active"], row["eval_candidate"] = before["success"], after["success"]
     if cfg.gate_margin is not None and after["success"] < before["success"] - cfg.gate_margin:
-        row["push"] = {"accepted": False, "reason": f"gated: held-out {after['success']:.1%} < active "
+        row["push"] = {"accepted": False, "reason": f"gated: {cfg.eval_states} {after['success']:.1%} < active "
                                                     f"{before['success']:.1%} - margin {cfg.gate_margin:.1%}"}
         row["active_after"] = active
         return row
@@ -528,14 +550,15 @@ def _print_rounds(state: dict, console) -> None:
     from srpo_trainer.evaluate import wilson_interval
 
     table = Table(title="srpo loop: one row per round")
-    for col in ("round", "acted with", "recorded success (95% CI)", "mean progress reward", "held-out",
-                "new version", "push"):
+    states = next((r["eval_states"] for r in state["rounds"] if "eval_states" in r), "heldout")
+    for col in ("round", "acted with", "recorded success (95% CI)", "mean progress reward",
+                f"{states}: active -> new", "new version", "push"):
         table.add_column(col, overflow="fold")
     for row in state["rounds"]:
         n, s = row["labelled"], row["successes"]
         lo, hi = wilson_interval(s, n) if n else (0.0, 0.0)
         reward = row.get("mean_progress_reward")
-        held = (f"{row['heldout_active']:.0%} -> {row['heldout_candidate']:.0%}" if "heldout_active" in row else "-")
+        held = f"{row['eval_active']:.0%} -> {row['eval_candidate']:.0%}" if "eval_active" in row else "-"
         push = row["push"]
         table.add_row(str(row["round"]), row["acted"], f"{s}/{n} ({lo:.0%}-{hi:.0%})" if n else "-",
                       "-" if reward is None else f"{reward:.2f}", held, row.get("candidate") or "-",
@@ -560,9 +583,9 @@ def _plot(state: dict, path: Path) -> None:
     ci = np.array([wilson_interval(r["successes"], r["labelled"]) if r["labelled"] else (0, 0) for r in rows])
     ax.errorbar(x, 100 * y, yerr=[100 * (y - ci[:, 0]), 100 * (ci[:, 1] - y)], fmt="o-", capsize=3,
                 label="recorded episodes (train states, sampled)")
-    held = [(r["round"], r["heldout_active"]) for r in rows if "heldout_active" in r]
+    held = [(r["round"], r["eval_active"], r["eval_states"]) for r in rows if "eval_active" in r]
     if held:
-        ax.plot([h[0] for h in held], [100 * h[1] for h in held], "s--", label="held-out, version that acted")
+        ax.plot([h[0] for h in held], [100 * h[1] for h in held], "s--", label=f"{held[0][2]}, version that acted")
     ax.set_xlabel("round")
     ax.set_ylabel("success (%)")
     ax.set_ylim(0, 100)

@@ -38,7 +38,10 @@ class EvalConfig:
     tasks: list[str] | None = None
     """Tasks to evaluate (default: all of the suite)."""
     episodes_per_task: int = 10
-    """Initial states 0..N-1 of the split, one episode each."""
+    """Initial states ``first_state``..``first_state``+N-1 of the split, one episode each."""
+    first_state: int = 0
+    """The first initial state (default 0). E.g. ``split=train first_state=10``: train states an RL run on states
+    0..9 never saw, a validation set that leaves the held-out states untouched."""
     split: str = "heldout"
     workers: int = 2
     execute_steps: int = 8
@@ -63,6 +66,9 @@ class EvalConfig:
             raise ValueError(f"split must be one of {sorted(sizes)}, got {self.split!r}")
         if not 1 <= self.episodes_per_task <= sizes[self.split]:
             raise ValueError(f"episodes_per_task must be in 1..{sizes[self.split]} for {self.split}")
+        if self.first_state < 0 or self.first_state + self.episodes_per_task > sizes[self.split]:
+            raise ValueError(f"states first_state={self.first_state} .. {self.first_state + self.episodes_per_task - 1}"
+                             f" do not fit in the {sizes[self.split]} {self.split} states")
         if self.tasks:
             self.tasks = [resolve_task(self.suite, t) for t in self.tasks]
         if self.workers < 1 or self.execute_steps < 1:
@@ -163,7 +169,7 @@ def evaluate(policy: Policy | InferencePolicy, cfg: EvalConfig, out: str | Path 
     from tqdm import tqdm
 
     tasks = cfg.tasks or list(suite_tasks(cfg.suite))
-    jobs = [(t, i) for t in tasks for i in range(cfg.episodes_per_task)]
+    jobs = [(t, cfg.first_state + i) for t in tasks for i in range(cfg.episodes_per_task)]
     bar = tqdm(total=len(jobs), desc="eval", unit="ep", disable=not progress)
     start = time.perf_counter()
     episodes, clips, _ = (runner or run_policy_episodes)(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps,
@@ -286,7 +292,7 @@ def instruction_probe(policy: Policy | InferencePolicy, cfg: EvalConfig, out: st
     from tqdm import tqdm
 
     chosen = probe_pairs(cfg.tasks or list(suite_tasks(cfg.suite)), pairs)
-    jobs = [(u, i, {"layout_of": t}) for t, u in chosen for i in range(cfg.episodes_per_task)]
+    jobs = [(u, cfg.first_state + i, {"layout_of": t}) for t, u in chosen for i in range(cfg.episodes_per_task)]
     bar = tqdm(total=len(jobs), desc="probe", unit="ep", disable=not progress)
     results, _, _ = (runner or run_policy_episodes)(policy, jobs, cfg.split, cfg.workers, cfg.execute_steps,
                                                     cfg.temperature, cfg.seed, on_episode=lambda e: bar.update(),

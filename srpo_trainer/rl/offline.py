@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
@@ -97,16 +96,15 @@ def offline_groups(episodes: list[Episode], rounds: list[int] | None = None) -> 
 
 
 def served_rows(chunk_steps: np.ndarray, chunks: np.ndarray, actions: np.ndarray, low: float | np.ndarray = -1.0,
-                high: float | np.ndarray = 1.0, atol: float = 1e-6,
-                explains: Callable[[np.ndarray, np.ndarray], bool] | None = None) -> np.ndarray:
+                high: float | np.ndarray = 1.0, atol: float = 1e-6, through_filter: bool = False) -> np.ndarray:
     """(M, K) bool: which rows of each decision's chunk the arm actually executed.
 
     Row k of the chunk decided from the observation of step s is the action for step s + k. The simulator's rollouts
     run rows 0..n-1; a robot's asynchronous chunker drops the rows whose steps passed during inference (row 0, often
     more) and hands over to the next chunk whenever it arrives. So each executed action is attributed to the latest
     decision whose row for that step equals it (after clipping to the action bounds); failing that, with
-    ``explains(row, action)`` (``srpo.robot.safety.filter_explains``), to the latest decision whose row the safety
-    filter could have turned into it (a workspace face zeroed an axis, a speed limit scaled the motion: the decision
+    ``through_filter`` (``srpo.robot.safety.filter_explains`` under the same bounds), to the latest decision whose row
+    the safety filter could have turned into it (a workspace face zeroed an axis, a speed limit scaled the motion: the decision
     still ran, the filter is part of the environment). An action no row explains (a hold) is attributed to none and
     scored by none."""
     chunk_steps = np.asarray(chunk_steps)
@@ -117,8 +115,9 @@ def served_rows(chunk_steps: np.ndarray, chunks: np.ndarray, actions: np.ndarray
         candidates = np.flatnonzero((chunk_steps <= t) & (t - chunk_steps < K))[::-1]  # latest decision first
         match = next((j for j in candidates if np.allclose(clipped[j, t - chunk_steps[j]], action, atol=atol, rtol=0)),
                      None)
-        if match is None and explains is not None:
-            match = next((j for j in candidates if explains(clipped[j, t - chunk_steps[j]], action)), None)
+        if match is None and through_filter:
+            match = next((j for j in candidates if filter_explains(clipped[j, t - chunk_steps[j]], action, low, high)),
+                         None)
         if match is not None:
             mask[match, t - chunk_steps[match]] = True
     return mask
@@ -127,7 +126,7 @@ def served_rows(chunk_steps: np.ndarray, chunks: np.ndarray, actions: np.ndarray
 def decided_view(episode: Episode, low: float | np.ndarray = -1.0, high: float | np.ndarray = 1.0) -> Episode:
     """The episode as its policy decided it, for regression on recorded trajectories: frames only at the decision
     steps (the image each decision saw, plus the first and last step), and each step's action the (clipped) row of
-    the decision that served it, before the safety filter changed it (``served_rows`` with ``filter_explains``).
+    the decision that served it, before the safety filter changed it (``served_rows(..., through_filter=True)``).
 
     Why: reward-weighted regression fits pi(chunk | observation) to the chunks the policy *sampled* from that
     observation and that led somewhere good. The recorder keeps what the arm executed at every step; regressing on
@@ -139,8 +138,7 @@ def decided_view(episode: Episode, low: float | np.ndarray = -1.0, high: float |
         raise ValueError(f"episode {episode.meta.episode_id} has no recorded decisions to view")
     T = episode.length
     steps = np.asarray(episode.chunk_steps, np.int64)
-    mask = served_rows(steps, episode.chunks, episode.actions, low, high,
-                       explains=lambda row, act: filter_explains(row, act, low, high))
+    mask = served_rows(steps, episode.chunks, episode.actions, low, high, through_filter=True)
     actions = np.array(episode.actions, np.float32, copy=True)
     clipped = np.clip(episode.chunks, low, high).astype(np.float32)
     for j, k in zip(*np.nonzero(mask)):

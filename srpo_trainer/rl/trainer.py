@@ -255,7 +255,6 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: li
     decision's loss weight is multiplied by w = min(pi_prox / pi_b, c) (``offline.truncated_importance_weights``),
     pi_b recomputed from the distribution recorded with it. The weights are then normalised to sum to 1 over the
     batch (self-normalised importance sampling), so the step size does not depend on how off-policy the batch is."""
-    from srpo.robot.safety import filter_explains
     from srpo_trainer.rl.offline import behaviour_log_probs, served_rows, truncated_importance_weights
 
     u, T = cfg.update, cfg.rollout.temperature
@@ -264,8 +263,7 @@ def _prepare(explore: ExplorationPolicy, episodes: list[Episode], advantages: li
         steps = executed_steps(episodes, items, cfg.rollout.execute_steps)
     else:
         action = explore.spec.action
-        rows = [served_rows(ep.chunk_steps, ep.chunks, ep.actions, action.low, action.high,
-                            explains=lambda row, act: filter_explains(row, act, action.low, action.high))
+        rows = [served_rows(ep.chunk_steps, ep.chunks, ep.actions, action.low, action.high, through_filter=True)
                 for ep in episodes]
         steps = torch.from_numpy(np.stack([rows[e][j] for e, j in items])).to(torch.float32)
     means, log_stds, logps, masks, full, behaviour = [], [], [], [], [], []

@@ -194,6 +194,19 @@ def test_loop_refuses_bad_settings_with_one_line(tmp_path):
         assert not (tmp_path / "loop" / "registry").exists()  # nothing started, nothing written
 
 
+def test_loop_evaluates_on_held_out_or_on_validation_states_it_never_rolls_out():
+    from srpo_cli.loop import LoopConfig, eval_config
+
+    held = eval_config(LoopConfig(train_states=10, eval_episodes_per_task=20), seed=0)
+    assert (held.split, held.first_state, held.episodes_per_task) == ("heldout", 0, 20)
+    val = eval_config(LoopConfig(train_states=10, eval_episodes_per_task=20, eval_states="validation"), seed=0)
+    assert (val.split, val.first_state, val.episodes_per_task) == ("train", 10, 20)  # states 10..29: never rolled out
+    with pytest.raises(ValueError, match="do not fit in the 100 train states"):
+        LoopConfig(train_states=90, eval_episodes_per_task=20, eval_states="validation")
+    with pytest.raises(ValueError, match="eval_states must be heldout or validation"):
+        LoopConfig(eval_states="test")
+
+
 def test_a_round_runs_each_prompt_as_a_group():
     from srpo_cli.loop import LoopConfig, episode_schedule
 

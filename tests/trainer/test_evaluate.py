@@ -37,6 +37,17 @@ def test_eval_is_deterministic_and_writes_its_outputs(policy, tmp_path):
     assert (tmp_path / "e1" / "eval.png").stat().st_size > 0 and (tmp_path / "e1" / "episodes.gif").stat().st_size > 0
 
 
+def test_first_state_offsets_the_states_and_keeps_each_episode(policy):
+    """``first_state`` runs states k..k+N-1; a state's (deterministic) episode is the same however it is reached."""
+    def run(**kw):
+        cfg = EvalConfig(tasks=["press_button"], split="train", max_steps=16, workers=1, gifs=0, **kw)
+        return evaluate(policy, cfg, progress=False)["episodes_detail"]
+
+    offset, whole = run(episodes_per_task=2, first_state=10), run(episodes_per_task=12)
+    assert [e["init_state_id"] for e in offset] == [10, 11]
+    assert offset == whole[10:12]
+
+
 def test_sampling_is_seeded(policy):
     def frames(seed):
         _, clips, _ = run_policy_episodes(policy, [("open_drawer", 0)], "heldout", 1, 8, 1.0, seed, gif_episodes=1)
@@ -50,7 +61,9 @@ def test_sampling_is_seeded(policy):
 @pytest.mark.parametrize("kw, message", [({"split": "test"}, "split"), ({"episodes_per_task": 201}, "1..200"),
                                          ({"tasks": ["fly"]}, "unknown task"), ({"suite": "libero"}, "unknown suite"),
                                          ({"suite": "libero_spatial_wet"}, "unknown LIBERO suite"),
-                                         ({"fast_render": True}, "LIBERO option")])
+                                         ({"fast_render": True}, "LIBERO option"),
+                                         ({"split": "train", "first_state": 99, "episodes_per_task": 2}, "do not fit"),
+                                         ({"first_state": -1}, "do not fit")])
 def test_bad_eval_config(kw, message):
     with pytest.raises(ValueError, match=message):
         EvalConfig(**kw)

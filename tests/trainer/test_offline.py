@@ -119,7 +119,7 @@ def test_the_decided_view_regresses_on_decisions_not_on_the_filters_edits(expert
     """A recorded episode (every frame, the executed actions): the view keeps the frames each decision saw and puts
     back the row the policy decided where the safety filter zeroed an axis or scaled the motion; a hold keeps its
     recorded action; a simulator rollout (frames at decisions, actions the clipped rows) comes out unchanged."""
-    from srpo.robot.safety import filter_explains, hold_action
+    from srpo.robot.safety import hold_action
 
     rng = np.random.default_rng(0)
     ep = copy.deepcopy(expert_ep)
@@ -134,7 +134,7 @@ def test_the_decided_view_regresses_on_decisions_not_on_the_filters_edits(expert
     executed[9] = hold_action(float(decided[8, 6]))        # a stale observation: hold
     ep.actions = executed
     assert served_rows(steps, ep.chunks, executed).sum() == T - 3  # exact matches only
-    mask = served_rows(steps, ep.chunks, executed, explains=filter_explains)
+    mask = served_rows(steps, ep.chunks, executed, through_filter=True)
     assert mask.sum() == T - 1 and not mask[1, 1] and mask[0, 3] and mask[0, 5]
     view = decided_view(ep.validate())
     view.validate()
