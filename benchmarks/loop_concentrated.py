@@ -4,7 +4,7 @@ success?
     srpo sim demos --suite tabletop --per-task 10 --split train --dart-noise 0.3 --out outputs/demos
     python benchmarks/rollout_concentration.py --demos outputs/demos ...      # the start, and the online comparison
     python benchmarks/loop_concentrated.py --demos outputs/demos --start outputs/rollout_concentration/sft3/final \\
-        --seeds 0,1 --out benchmarks/results       # about 1 h per seed on 2 cores; every stage is cached
+        --seeds 0,1 --out benchmarks/results       # about 1.7 h per seed on 2 cores; every stage is cached
 
 Each seed is one ``srpo loop --robot sim`` run (real ROS 2 nodes in their own processes, the arm on its simulated
 clock, ONNX Runtime acting, the recorder writing the only training data) with the settings of
@@ -16,10 +16,11 @@ accepted: ``offline.max_version_lag=8``), an ONNX export checked against PyTorch
 policy node validates before it swaps it in.
 
 The final active version is evaluated with deterministic actions on the same 200 held-out states per task as the
-start (800 episodes, paired); seeds are pooled with a bootstrap over seeds, then states. The plot sets the change
-beside its references (grey): the same recipe online, and the first loop, which regressed on the executed,
-post-safety-filter actions (``loop_concentrated_executed_targets.json``). Writes ``loop_concentrated.json`` and
-``loop_concentrated.png``.
+start (800 episodes, paired); seeds are pooled with a bootstrap over seeds, then states. For the seeds in
+``--per-round-seeds`` the active version after every round is evaluated the same way (about 3 min each). The plot
+sets the change beside its references (grey): the same recipe online, and the first loop, which regressed on the
+executed, post-safety-filter actions (``loop_concentrated_executed_targets.json``). Writes
+``loop_concentrated.json`` and ``loop_concentrated.png``.
 """
 
 from __future__ import annotations

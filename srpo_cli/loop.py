@@ -120,9 +120,9 @@ class LoopConfig:
             raise ValueError(f"eval_states must be heldout or validation, got {self.eval_states!r}")
         if (self.eval_states == "validation"
                 and self.train_states + self.eval_episodes_per_task > SPLIT_SIZES["train"]):
-            raise ValueError(f"validation states {self.train_states}..{self.train_states + self.eval_episodes_per_task - 1}"
-                             f" do not fit in the {SPLIT_SIZES['train']} train states: lower eval_episodes_per_task or "
-                             "train_states")
+            last = self.train_states + self.eval_episodes_per_task - 1
+            raise ValueError(f"validation states {self.train_states}..{last} do not fit in the {SPLIT_SIZES['train']} "
+                             "train states: lower eval_episodes_per_task or train_states")
         if self.ros_config and not Path(self.ros_config).is_file():
             raise ValueError(f"ros_config {self.ros_config} is not a file")
         if self.tensorrt not in ("auto", "on", "off"):
